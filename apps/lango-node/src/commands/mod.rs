@@ -1,0 +1,25 @@
+//! Command dispatch. Each module turns one command group into calls on the crates.
+
+mod config;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::CommandFactory;
+
+use crate::{cli::Command, context::Context};
+
+/// Runs a command and returns the process exit code.
+pub fn run(ctx: &Context, command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Config(c) => {
+            ctx.init_logging("warn", crate::config::LogFormat::Text);
+            config::run(ctx, c)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = crate::cli::Cli::command();
+            clap_complete::generate(shell, &mut cmd, "lango-node", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `cargo xtask <command>`: the project's automation, in Rust rather than loose shell scripts.
+//!
+//! - `test`  — prepares everything the tests need (system and Python packages when missing,
+//!   local services), runs every test with cargo-nextest plus the doc tests, and stops the
+//!   services again even when tests fail. This is the README's test command.
+//! - `lint`  — `cargo fmt --check`, clippy with `-D warnings` on all targets for every feature
+//!   set that builds here, and `cargo deny check` (licenses, bans, sources) offline.
+//! - `ci`    — `lint`, then `test`.
+//! - `bench` — the criterion benches; writes `target/bench-report.md` with the medians.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod env;
+mod services;
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+/// Feature sets clippy and the tests cover, besides the default build.
+pub const FEATURE_SETS: &[&[&str]] = &[&[]];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("lint") => lint(),
+        Some("ci") => lint().and_then(|()| test(&[])),
+        Some("bench") => bench::run(&args[1..]),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{}", HELP);
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown xtask command {other:?}\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const HELP: &str = "usage: cargo xtask <command>
+
+commands:
+  test [-- <nextest args>]  prepare services, run every test (nextest + doc tests)
+  lint                      fmt check, clippy -D warnings (all feature sets), cargo deny
+  ci                        lint, then test
+  bench [<filter>]          criterion benches; writes target/bench-report.md";
+
+fn test(extra: &[String]) -> Result<()> {
+    env::ensure_nextest()?;
+    let services = services::Services::start()?;
+    let mut failures = Vec::new();
+    let passthrough: Vec<String> = extra.iter().skip_while(|a| *a == "--").cloned().collect();
+    for features in FEATURE_SETS {
+        let mut args = vec![
+            "nextest".to_owned(),
+            "run".to_owned(),
+            "--workspace".to_owned(),
+            "--no-fail-fast".to_owned(),
+        ];
+        if !features.is_empty() {
+            args.push("--features".to_owned());
+            args.push(features.join(","));
+        }
+        args.extend(passthrough.iter().cloned());
+        if let Err(e) = services.cargo(&args) {
+            failures.push(format!("tests with features {features:?}: {e:#}"));
+        }
+    }
+    if passthrough.is_empty() {
+        let doc = ["test", "--doc", "--workspace"].map(String::from);
+        if let Err(e) = services.cargo(&doc) {
+            failures.push(format!("doc tests: {e:#}"));
+        }
+    }
+    drop(services);
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", failures.join("\n"))
+    }
+}
+
+fn lint() -> Result<()> {
+    env::run("cargo", &["fmt", "--all", "--", "--check"])?;
+    for features in FEATURE_SETS {
+        let mut args = vec!["clippy", "--workspace", "--all-targets"];
+        let joined = features.join(",");
+        if !features.is_empty() {
+            args.extend(["--features", &joined]);
+        }
+        args.extend(["--", "-D", "warnings"]);
+        env::run("cargo", &args)?;
+    }
+    env::ensure_cargo_tool("cargo-deny", "cargo-deny", "0.19.4")?;
+    env::run(
+        "cargo",
+        &[
+            "deny",
+            "--offline",
+            "--all-features",
+            "check",
+            "licenses",
+            "bans",
+            "sources",
+        ],
+    )
+}
