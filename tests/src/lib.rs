@@ -97,3 +97,65 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Real components a test may need, and the rule for their absence: skip with a printed
+/// reason when run by hand, fail when `CI=true`.
+pub mod component {
+    /// Whether tests run under CI (`CI=true`).
+    pub fn in_ci() -> bool {
+        std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+    }
+
+    /// Returns `true` when `check` says the component is there. Otherwise prints
+    /// `SKIP <test>: <reason>` and returns `false`, or panics under CI.
+    pub fn require(test: &str, component: &str, check: Result<(), String>) -> bool {
+        match check {
+            Ok(()) => true,
+            Err(reason) => {
+                assert!(
+                    !in_ci(),
+                    "{test}: required component {component} is missing under CI: {reason}"
+                );
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("SKIP {test}: {component} unavailable: {reason}");
+                }
+                false
+            }
+        }
+    }
+
+    /// The Python interpreter that has the independent SQLCipher 4 client (`sqlcipher3`):
+    /// `LANGO_TEST_PYTHON` (set by `cargo xtask test`) or `python3`.
+    pub fn sqlcipher_python() -> Result<std::path::PathBuf, String> {
+        let py = std::env::var_os("LANGO_TEST_PYTHON")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "python3".into());
+        let out = std::process::Command::new(&py)
+            .args(["-c", "import sqlcipher3"])
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", py.display()))?;
+        if out.status.success() {
+            Ok(py)
+        } else {
+            Err(format!(
+                "{} cannot import sqlcipher3 (pip install sqlcipher3-binary)",
+                py.display()
+            ))
+        }
+    }
+
+    /// Whether a program is on PATH.
+    pub fn program(name: &str) -> Result<(), String> {
+        let ok = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{name} is not installed"))
+        }
+    }
+}

@@ -1,49 +1,65 @@
 //! # lango-store
 //!
-//! The one factory that opens lango's SQLite database, encrypted with SQLCipher.
+//! The one factory that opens lango's SQLite database, encrypted with SQLCipher 4.
 //!
 //! ## What it owns
-//! Opening the database with a raw 256-bit key applied to every pooled connection before any
-//! other statement, verifying the key with a read, detecting the state of the database file,
-//! the journaled export procedure (encrypt, decrypt, re-key, legacy conversion) with crash
-//! recovery, file-permission helpers, and the schema migrations of the tables it owns.
+//!
+//! - [`Database::open`]: a sqlx pool on which *every* connection is keyed (raw 256-bit key,
+//!   pinned `cipher_compatibility = 4` and page size) before any other statement, and the key is
+//!   proved by a read before the pool exists, so a wrong key is [`Error::WrongKey`] and never a
+//!   late I/O error ([`db`]).
+//! - File-state detection ([`state`]): absent, empty, plaintext, encrypted-or-foreign,
+//!   truncated, not a regular file.
+//! - The journaled export procedure ([`export`]) for encrypt, decrypt, re-key and legacy
+//!   conversion, crash safe with [`export::recover`] at start-up.
+//! - The data-directory lock ([`lock`]) and private-file helpers ([`fsutil`]).
+//! - Running each crate's additive migrations in its own history table
+//!   ([`Database::migrate`]).
 //!
 //! ## What it must never do
-//! See a passphrase (it receives a 32-byte key), hand out a connection that was not keyed and
-//! verified, continue without SQLCipher, or touch tables it does not own.
+//!
+//! See a passphrase on the normal path (it receives a 32-byte key; only the legacy Go path
+//! keys SQLCipher with a passphrase), hand out a connection that was not keyed and verified,
+//! continue without SQLCipher 4, use shared-cache mode, or drop tables it does not own.
 //!
 //! ## Place in the layers
+//!
 //! Above `lango-crypto` (secret types only); used by `lango-secrets` and `lango-p2p`.
 //!
-//! The database itself arrives with the keys-at-rest work; today the crate defines the errors
-//! its callers will handle.
+//! ## Example
+//!
+//! ```no_run
+//! use lango_crypto::SecretKey32;
+//! use lango_store::{Database, Keying, OpenOptions};
+//!
+//! # async fn demo() -> Result<(), lango_store::Error> {
+//! let key = SecretKey32::generate().map_err(|_| lango_store::Error::WrongKey)?;
+//! let db = Database::open(
+//!     std::path::Path::new("/tmp/example.db"),
+//!     Keying::RawKey { key: &key, page_size: 4096 },
+//!     OpenOptions { create: true, ..OpenOptions::default() },
+//! )
+//! .await?;
+//! sqlx::query("CREATE TABLE IF NOT EXISTS t (v TEXT)").execute(db.pool()).await
+//!     .map_err(|e| lango_store::Error::sql("create", e))?;
+//! db.close().await; // always close before exiting
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
-/// Errors of the storage layer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The key does not open the database ("file is not a database" after keying).
-    #[error("the database key is wrong (the file did not decrypt)")]
-    WrongKey,
-    /// The linked SQLite is not SQLCipher 4; lango never continues unencrypted.
-    #[error("SQLCipher 4 is not available in this build (cipher_version: {0:?})")]
-    SqlcipherUnavailable(Option<String>),
-    /// The database file is in a state that cannot be opened safely.
-    #[error("database file {path}: {reason}")]
-    BadFile {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// An I/O error on a file the store manages.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub mod db;
+mod error;
+pub mod export;
+pub mod fsutil;
+pub mod lock;
+pub mod state;
+
+pub use db::{Database, Keying, OpenOptions};
+pub use error::{Error, is_busy, is_not_a_database};
+pub use lock::{DataDirLock, LockMode};
+pub use state::FileState;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub use sqlx;
