@@ -32,7 +32,6 @@ pub fn have(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-#[allow(dead_code)] // used by services that need system packages
 /// Whether we run as root (and may install system packages).
 pub fn is_root() -> bool {
     Command::new("id")
@@ -66,7 +65,6 @@ pub fn ensure_nextest() -> Result<()> {
     ensure_cargo_tool("cargo-nextest", "cargo-nextest", "0.9.151")
 }
 
-#[allow(dead_code)] // used by services that need system packages
 /// Installs Debian packages that are missing (only as root; otherwise reports them).
 pub fn ensure_apt(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
