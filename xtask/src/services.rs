@@ -57,10 +57,22 @@ impl Services {
         }
         let vars = vec![
             ("LANGO_TEST_PYTHON".to_owned(), python.display().to_string()),
-            ("XDG_DATA_HOME".to_owned(), xdg.join("data").display().to_string()),
-            ("XDG_CACHE_HOME".to_owned(), xdg.join("cache").display().to_string()),
-            ("XDG_CONFIG_HOME".to_owned(), xdg.join("config").display().to_string()),
-            ("XDG_RUNTIME_DIR".to_owned(), xdg.join("run").display().to_string()),
+            (
+                "XDG_DATA_HOME".to_owned(),
+                xdg.join("data").display().to_string(),
+            ),
+            (
+                "XDG_CACHE_HOME".to_owned(),
+                xdg.join("cache").display().to_string(),
+            ),
+            (
+                "XDG_CONFIG_HOME".to_owned(),
+                xdg.join("config").display().to_string(),
+            ),
+            (
+                "XDG_RUNTIME_DIR".to_owned(),
+                xdg.join("run").display().to_string(),
+            ),
         ];
         Ok(Self { vars })
     }
@@ -103,7 +115,13 @@ fn ensure_venv(dir: &Path) -> Result<PathBuf> {
     }
     env::run_with(
         Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(PIP_PACKAGES),
     )
     .context("install the Python test clients")?;

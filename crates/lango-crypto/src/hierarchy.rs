@@ -106,6 +106,11 @@ impl MasterKey {
         Ok(Self(SecretKey32::generate()?))
     }
 
+    /// An explicit copy (there is deliberately no `Clone`), e.g. to hand to a worker thread.
+    pub fn duplicate(&self) -> Self {
+        Self(self.0.duplicate())
+    }
+
     /// Wraps existing key bytes (unwrapping, tests).
     pub fn from_key(k: SecretKey32) -> Self {
         Self(k)

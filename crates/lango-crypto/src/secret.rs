@@ -61,6 +61,11 @@ impl SecretKey32 {
         Ok(k)
     }
 
+    /// An explicit copy (there is deliberately no `Clone`), e.g. to hand to a worker thread.
+    pub fn duplicate(&self) -> Self {
+        Self(self.0)
+    }
+
     /// The key bytes. Keep the borrow short and never copy them into an unprotected buffer.
     pub fn expose(&self) -> &[u8; 32] {
         &self.0

@@ -8,8 +8,8 @@
 //! The key is created in the session keyring (so this process possesses it while setting the
 //! permissions), linked into the user keyring, then unlinked from the session keyring.
 
-use linux_keyutils::{KeyError, KeyPermissionsBuilder, KeyRing, KeyRingIdentifier, Permission};
 use lango_crypto::SecretString;
+use linux_keyutils::{KeyError, KeyPermissionsBuilder, KeyRing, KeyRingIdentifier, Permission};
 
 use crate::{CALL_TIMEOUT, Error, Keyring, Probe, with_timeout};
 
@@ -65,7 +65,9 @@ impl Keyring for Keyutils {
         let desc = description(service, account);
         with_timeout(CALL_TIMEOUT, move || {
             let ring = user_ring()?;
-            let Some(key) = find(&ring, &desc)? else { return Ok(None) };
+            let Some(key) = find(&ring, &desc)? else {
+                return Ok(None);
+            };
             let bytes = key.read_to_vec().map_err(map)?;
             let text = String::from_utf8(bytes).map_err(|e| {
                 let mut b = e.into_bytes();
@@ -79,7 +81,13 @@ impl Keyring for Keyutils {
         })
     }
 
-    fn set(&self, service: &str, account: &str, _label: &str, secret: &SecretString) -> Result<(), Error> {
+    fn set(
+        &self,
+        service: &str,
+        account: &str,
+        _label: &str,
+        secret: &SecretString,
+    ) -> Result<(), Error> {
         let desc = description(service, account);
         let value = secret.duplicate();
         with_timeout(CALL_TIMEOUT, move || {
@@ -87,10 +95,15 @@ impl Keyring for Keyutils {
             if let Some(old) = find(&user, &desc)? {
                 old.invalidate().map_err(map)?;
             }
-            let session = KeyRing::from_special_id(KeyRingIdentifier::Session, true).map_err(map)?;
-            let key = session.add_key(&desc, value.expose().as_bytes()).map_err(map)?;
+            let session =
+                KeyRing::from_special_id(KeyRingIdentifier::Session, true).map_err(map)?;
+            let key = session
+                .add_key(&desc, value.expose().as_bytes())
+                .map_err(map)?;
             let perms = KeyPermissionsBuilder::builder()
-                .posessor(Permission::VIEW | Permission::READ | Permission::SEARCH | Permission::LINK)
+                .posessor(
+                    Permission::VIEW | Permission::READ | Permission::SEARCH | Permission::LINK,
+                )
                 .user(Permission::VIEW | Permission::READ | Permission::SEARCH)
                 .build();
             let linked = key

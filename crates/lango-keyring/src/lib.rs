@@ -95,7 +95,10 @@ pub enum Error {
 impl Error {
     /// Whether this means "the keyring cannot be used right now" (as opposed to a refusal).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::Timeout(_) | Self::Disabled)
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::Timeout(_) | Self::Disabled
+        )
     }
 }
 
@@ -115,7 +118,13 @@ pub trait Keyring: Send + Sync {
     /// Reads an entry; `Ok(None)` when it does not exist.
     fn get(&self, service: &str, account: &str) -> Result<Option<SecretString>, Error>;
     /// Creates or replaces an entry.
-    fn set(&self, service: &str, account: &str, label: &str, secret: &SecretString) -> Result<(), Error>;
+    fn set(
+        &self,
+        service: &str,
+        account: &str,
+        label: &str,
+        secret: &SecretString,
+    ) -> Result<(), Error>;
     /// Deletes an entry; `Ok(false)` when there was none.
     fn delete(&self, service: &str, account: &str) -> Result<bool, Error>;
     /// Reports whether the backend is reachable and the entry exists, writing nothing.
@@ -257,17 +266,28 @@ mod tests {
 
     #[test]
     fn disabled_config_never_opens() {
-        let off = KeyringConfig { enabled: false, backend: Backend::Auto };
+        let off = KeyringConfig {
+            enabled: false,
+            backend: Backend::Auto,
+        };
         assert!(matches!(open(&off), Err(Error::Disabled)));
-        let none = KeyringConfig { enabled: true, backend: Backend::None };
+        let none = KeyringConfig {
+            enabled: true,
+            backend: Backend::None,
+        };
         assert!(matches!(open(&none), Err(Error::Disabled)));
     }
 
     #[test]
     fn config_validation() {
-        KeyringConfig::default().validate("security.keyring").unwrap();
+        KeyringConfig::default()
+            .validate("security.keyring")
+            .unwrap();
         if cfg!(target_os = "linux") {
-            let mac = KeyringConfig { enabled: true, backend: Backend::Macos };
+            let mac = KeyringConfig {
+                enabled: true,
+                backend: Backend::Macos,
+            };
             let e = mac.validate("security.keyring").unwrap_err();
             assert!(e[0].starts_with("security.keyring.backend"));
         }

@@ -38,7 +38,10 @@ fn map(e: KError) -> Error {
         },
         KError::Ambiguous(v) => Error::Backend {
             backend: NAME.into(),
-            reason: format!("{} items match this entry; remove the duplicates with secret-tool", v.len()),
+            reason: format!(
+                "{} items match this entry; remove the duplicates with secret-tool",
+                v.len()
+            ),
         },
         KError::NoDefaultStore => Error::Unavailable {
             backend: NAME.into(),
@@ -84,20 +87,30 @@ impl Keyring for SecretService {
         })
     }
 
-    fn set(&self, service: &str, account: &str, label: &str, secret: &SecretString) -> Result<(), Error> {
+    fn set(
+        &self,
+        service: &str,
+        account: &str,
+        label: &str,
+        secret: &SecretString,
+    ) -> Result<(), Error> {
         let (s, a, l) = (service.to_owned(), account.to_owned(), label.to_owned());
         let v = secret.duplicate();
         with_timeout(CALL_TIMEOUT, move || {
-            entry(&s, &a, Some(&l))?.set_password(v.expose()).map_err(map)
+            entry(&s, &a, Some(&l))?
+                .set_password(v.expose())
+                .map_err(map)
         })
     }
 
     fn delete(&self, service: &str, account: &str) -> Result<bool, Error> {
         let (s, a) = (service.to_owned(), account.to_owned());
-        with_timeout(CALL_TIMEOUT, move || match entry(&s, &a, None)?.delete_credential() {
-            Ok(()) => Ok(true),
-            Err(KError::NoEntry) => Ok(false),
-            Err(e) => Err(map(e)),
+        with_timeout(CALL_TIMEOUT, move || {
+            match entry(&s, &a, None)?.delete_credential() {
+                Ok(()) => Ok(true),
+                Err(KError::NoEntry) => Ok(false),
+                Err(e) => Err(map(e)),
+            }
         })
     }
 

@@ -11,7 +11,10 @@ use lango_e2e::component;
 use lango_keyring::{Backend, Keyring, open_backend};
 
 fn unique(tag: &str) -> String {
-    format!("lango-test-{tag}-{}", lango_crypto::random::hex_string(6).unwrap())
+    format!(
+        "lango-test-{tag}-{}",
+        lango_crypto::random::hex_string(6).unwrap()
+    )
 }
 
 fn secret_service(test: &str) -> Option<Box<dyn Keyring>> {
@@ -24,7 +27,10 @@ fn secret_service(test: &str) -> Option<Box<dyn Keyring>> {
         return None;
     }
     let kr = open_backend(Backend::SecretService).unwrap();
-    let probe = kr.probe("lango-test", "availability").map(|_| ()).map_err(|e| e.to_string());
+    let probe = kr
+        .probe("lango-test", "availability")
+        .map(|_| ())
+        .map_err(|e| e.to_string());
     if !component::require(test, "Secret Service (dbus + gnome-keyring)", probe) {
         return None;
     }
@@ -42,27 +48,46 @@ fn secret_tool(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn secret_service_roundtrip_seen_by_secret_tool() {
-    let Some(kr) = secret_service("secret_service_roundtrip") else { return };
+    let Some(kr) = secret_service("secret_service_roundtrip") else {
+        return;
+    };
     let service = unique("ss");
     let account = "unlock-key/00112233445566778899aabbccddeeff";
     assert!(!kr.probe(&service, account).unwrap().entry_present);
     let value = SecretString::new("lango-unlock-v1:c2VjcmV0".into());
-    kr.set(&service, account, "lango unlock key 0011", &value).unwrap();
+    kr.set(&service, account, "lango unlock key 0011", &value)
+        .unwrap();
     assert!(kr.probe(&service, account).unwrap().entry_present);
-    assert_eq!(kr.get(&service, account).unwrap().unwrap().expose(), value.expose());
+    assert_eq!(
+        kr.get(&service, account).unwrap().unwrap().expose(),
+        value.expose()
+    );
 
     // The independent client sees exactly the two attributes and the label.
-    let o = Command::new("secret-tool").args(["lookup", "service", &service, "username", account]).output().unwrap();
+    let o = Command::new("secret-tool")
+        .args(["lookup", "service", &service, "username", account])
+        .output()
+        .unwrap();
     assert!(o.status.success());
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim_end(), value.expose());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim_end(),
+        value.expose()
+    );
     let (_, listing) = secret_tool(&["search", "--all", "service", &service]);
-    assert!(listing.contains("label = lango unlock key 0011"), "{listing}");
+    assert!(
+        listing.contains("label = lango unlock key 0011"),
+        "{listing}"
+    );
     assert!(listing.contains("attribute.username = unlock-key/00112233445566778899aabbccddeeff"));
 
     // Replacing keeps one item.
     let v2 = SecretString::new("lango-unlock-v1:b3RoZXI=".into());
-    kr.set(&service, account, "lango unlock key 0011", &v2).unwrap();
-    assert_eq!(kr.get(&service, account).unwrap().unwrap().expose(), v2.expose());
+    kr.set(&service, account, "lango unlock key 0011", &v2)
+        .unwrap();
+    assert_eq!(
+        kr.get(&service, account).unwrap().unwrap().expose(),
+        v2.expose()
+    );
 
     assert!(kr.delete(&service, account).unwrap());
     assert!(!kr.delete(&service, account).unwrap());
@@ -73,7 +98,9 @@ fn secret_service_roundtrip_seen_by_secret_tool() {
 
 #[test]
 fn t61_probe_writes_nothing() {
-    let Some(kr) = secret_service("t61_probe_writes_nothing") else { return };
+    let Some(kr) = secret_service("t61_probe_writes_nothing") else {
+        return;
+    };
     let service = unique("probe");
     for _ in 0..3 {
         assert!(!kr.probe(&service, "unlock-key/x").unwrap().entry_present);
@@ -86,17 +113,37 @@ fn t61_probe_writes_nothing() {
 
 #[test]
 fn secret_service_reads_entries_made_by_other_tools() {
-    let Some(kr) = secret_service("secret_service_reads_foreign_entries") else { return };
+    let Some(kr) = secret_service("secret_service_reads_foreign_entries") else {
+        return;
+    };
     let service = unique("legacy");
     let mut child = Command::new("secret-tool")
-        .args(["store", "--label=Password for 'master-passphrase' on 'lango'", "service", &service, "username", "master-passphrase"])
+        .args([
+            "store",
+            "--label=Password for 'master-passphrase' on 'lango'",
+            "service",
+            &service,
+            "username",
+            "master-passphrase",
+        ])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"legacy passphrase").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"legacy passphrase")
+        .unwrap();
     assert!(child.wait().unwrap().success());
-    assert_eq!(kr.get(&service, "master-passphrase").unwrap().unwrap().expose(), "legacy passphrase");
+    assert_eq!(
+        kr.get(&service, "master-passphrase")
+            .unwrap()
+            .unwrap()
+            .expose(),
+        "legacy passphrase"
+    );
     assert!(kr.delete(&service, "master-passphrase").unwrap());
 }
 
@@ -115,19 +162,46 @@ fn t62_keyutils_entry_found_by_keyctl() {
     }
     let value = SecretString::new("lango-unlock-v1:a2V5dXRpbHM=".into());
     kr.set(&service, account, "", &value).unwrap();
-    let o = Command::new("keyctl").args(["search", "@u", "user", &desc]).output().unwrap();
-    assert!(o.status.success(), "keyctl search: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("keyctl")
+        .args(["search", "@u", "user", &desc])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "keyctl search: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let id = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-    let o = Command::new("keyctl").args(["print", &id]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim_end(), value.expose());
+    let o = Command::new("keyctl")
+        .args(["print", &id])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim_end(),
+        value.expose()
+    );
     // Nobody but the owner: group and other have no permissions at all.
-    let o = Command::new("keyctl").args(["rdescribe", &id]).output().unwrap();
-    let perm = String::from_utf8_lossy(&o.stdout).split(';').nth(3).unwrap_or_default().to_owned();
+    let o = Command::new("keyctl")
+        .args(["rdescribe", &id])
+        .output()
+        .unwrap();
+    let perm = String::from_utf8_lossy(&o.stdout)
+        .split(';')
+        .nth(3)
+        .unwrap_or_default()
+        .to_owned();
     let bits = u32::from_str_radix(perm.trim(), 16).unwrap();
     assert_eq!(bits & 0x0000_ffff, 0, "group/other permissions {perm}");
-    assert_eq!(bits & 0x0020_0000, 0, "the user cannot change the key's attributes");
+    assert_eq!(
+        bits & 0x0020_0000,
+        0,
+        "the user cannot change the key's attributes"
+    );
 
-    assert_eq!(kr.get(&service, account).unwrap().unwrap().expose(), value.expose());
+    assert_eq!(
+        kr.get(&service, account).unwrap().unwrap().expose(),
+        value.expose()
+    );
     assert!(kr.probe(&service, account).unwrap().entry_present);
     assert!(kr.delete(&service, account).unwrap());
     assert!(kr.get(&service, account).unwrap().is_none());
