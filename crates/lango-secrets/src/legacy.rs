@@ -490,6 +490,7 @@ async fn reencrypt(
             .map_err(|e| Error::sql("write mk_id", e))?;
         store::set_config_text(&mut *tx, "format", "v1").await?;
         store::set_config_text(&mut *tx, "default_key", LOCAL_KEY_NAME).await?;
+        export::fault("L2");
         Ok::<_, Error>((secrets, profiles))
     }
     .await;
@@ -520,6 +521,7 @@ async fn finish(
     source: Source,
     warnings: Vec<String>,
 ) -> Result<Vault> {
+    export::fault("L3");
     // L3: purge old ciphertexts and the checksum from free pages and the WAL.
     let purged = async {
         sqlx::query("VACUUM")
@@ -585,6 +587,7 @@ async fn finish(
         }
         env.db.encrypted = true;
     }
+    export::fault("L5");
     // L5.
     env.state = State::Active;
     env.legacy_db_keying = None;

@@ -542,11 +542,13 @@ async fn unlock_locked(
     mut warnings: Vec<String>,
 ) -> Result<Vault> {
     let lock = lock_and_recover(data_dir, opts.exclusive)?;
+    let mut preverified = None;
     if data_dir.join(ROTATION_FILE).exists() {
         if lock.mode() != LockMode::Exclusive {
             return Err(Error::Busy(data_dir.to_owned()));
         }
-        recover_rotation(data_dir, config, prompter, opts, &lock, &mut warnings).await?;
+        preverified =
+            Some(recover_rotation(data_dir, config, prompter, opts, &lock, &mut warnings).await?);
     }
     let layout = classify(data_dir).await?;
     let need_exclusive = matches!(layout, Layout::FirstRun | Layout::Legacy { .. })
@@ -555,7 +557,19 @@ async fn unlock_locked(
         return Err(Error::Busy(data_dir.to_owned()));
     }
     let mut vault = match layout {
-        Layout::V1(env) => open_v1(data_dir, env, config, prompter, opts, lock, warnings).await?,
+        Layout::V1(env) => {
+            open_v1(
+                data_dir,
+                env,
+                config,
+                prompter,
+                opts,
+                lock,
+                preverified,
+                warnings,
+            )
+            .await?
+        }
         Layout::FirstRun => {
             if !opts.allow_create {
                 return Err(Error::NotInitialised(data_dir.to_owned()));
@@ -592,6 +606,7 @@ fn finish_keyfile(config: &VaultConfig, prompter: &dyn Prompter, keyfile: Option
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn open_v1(
     data_dir: &Path,
     env: Envelope,
@@ -599,19 +614,29 @@ async fn open_v1(
     prompter: &dyn Prompter,
     opts: UnlockOptions,
     lock: DataDirLock,
+    preverified: Option<(SecretString, Source, Option<PathBuf>)>,
     mut warnings: Vec<String>,
 ) -> Result<Vault> {
     let pending = env.state == State::PendingLegacy;
-    let (mk, source, keyfile, passphrase) = acquire_v1(
-        data_dir,
-        &env,
-        config,
-        prompter,
-        opts,
-        pending,
-        &mut warnings,
-    )
-    .await?;
+    let (mk, source, keyfile, passphrase) = match preverified {
+        // A rotation recovery already asked for the passphrase: do not ask twice.
+        Some((p, source, keyfile)) => match try_passphrase(&env, &p).await? {
+            Some(mk) => (mk, source, keyfile, pending.then_some(p)),
+            None => return Err(wrong(source)),
+        },
+        None => {
+            acquire_v1(
+                data_dir,
+                &env,
+                config,
+                prompter,
+                opts,
+                pending,
+                &mut warnings,
+            )
+            .await?
+        }
+    };
     if env.state == State::PendingLegacy {
         // The legacy migration was interrupted; finish it with the passphrase just verified.
         let p = passphrase.ok_or(Error::LegacyMigrationRequired)?;
@@ -666,6 +691,7 @@ async fn create(
     // Envelope first: a crash now leaves an envelope whose database is absent, which the next
     // unlock completes (UN-11).
     env.save(data_dir)?;
+    export::fault("UN11");
     let mut vault = Vault::assemble(data_dir, config, lock, env, mk, source, warnings).await?;
     vault.report.created = true;
     vault.report.keyfile_shredded = finish_keyfile(config, prompter, keyfile.as_deref());
@@ -1100,6 +1126,7 @@ impl Vault {
 
         // One transaction: every local ciphertext re-encrypted, the marker moved to the new key.
         let new_local = LocalCryptoProvider::new(&new_mk, generation);
+        export::fault("R1");
         let rows = reencrypt_all(
             self.database()?,
             &self.local,
@@ -1108,6 +1135,7 @@ impl Vault {
             self.config.secrets.max_value_bytes as usize,
         )
         .await?;
+        export::fault("R2");
 
         // The SQLCipher key follows the master key.
         if self.envelope.db.encrypted {
@@ -1139,6 +1167,7 @@ impl Vault {
             )
             .await?;
         }
+        export::fault("R3");
         std::fs::rename(&next_path, envelope::path_in(&self.data_dir))
             .map_err(|e| Error::io("install the new key envelope", e))?;
         fsutil::fsync_dir(&self.data_dir)?;
@@ -1174,7 +1203,7 @@ async fn recover_rotation(
     opts: UnlockOptions,
     lock: &DataDirLock,
     warnings: &mut Vec<String>,
-) -> Result<()> {
+) -> Result<(SecretString, Source, Option<PathBuf>)> {
     let next_path = data_dir.join(ROTATION_FILE);
     let bytes = fsutil::read_bounded_nofollow(&next_path, envelope::MAX_BYTES)?;
     let next = Envelope::parse(&next_path, &bytes)?;
@@ -1184,7 +1213,7 @@ async fn recover_rotation(
         "an interrupted master-key rotation is being finished; the passphrase is needed".to_owned();
     prompter.warn(&w);
     warnings.push(w);
-    let (old_mk, _, _, p) = acquire_v1(
+    let (old_mk, source, keyfile, p) = acquire_v1(
         data_dir,
         &current,
         config,
@@ -1281,7 +1310,7 @@ async fn recover_rotation(
         );
     }
     fsutil::fsync_dir(data_dir)?;
-    Ok(())
+    Ok((p, source, keyfile))
 }
 
 /// Temporary name of the next envelope during a master-key rotation.

@@ -220,9 +220,10 @@ fn read_journal(db: &Path) -> Result<Option<Journal>> {
 }
 
 /// Kills the process with SIGKILL (a real `kill -9`, no cleanup) at `point` when built with
-/// `fault-injection` and `LANGO_FAULT_AT` names the point. Used by the crash-safety tests only.
+/// the `fault-injection` feature and `LANGO_FAULT_AT` names the point. Used by crash-safety
+/// tests only; without the feature this does nothing.
 #[inline]
-fn fault(point: &str) {
+pub fn fault(point: &str) {
     #[cfg(feature = "fault-injection")]
     if std::env::var("LANGO_FAULT_AT").is_ok_and(|v| v == point) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
