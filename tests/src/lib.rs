@@ -125,6 +125,24 @@ pub mod component {
         }
     }
 
+    /// The independent SQLCipher 4 client (the PyPI `sqlcipher3` binding).
+    #[derive(Debug, Clone)]
+    pub struct SqlcipherClient {
+        /// The interpreter that can import `sqlcipher3`.
+        pub python: std::path::PathBuf,
+    }
+
+    /// The independent SQLCipher client, or `None` after the skip/fail rule.
+    pub fn sqlcipher_client(test: &str) -> Option<SqlcipherClient> {
+        match sqlcipher_python() {
+            Ok(python) => Some(SqlcipherClient { python }),
+            Err(e) => {
+                require(test, "independent SQLCipher 4 client (sqlcipher3)", Err(e));
+                None
+            }
+        }
+    }
+
     /// The Python interpreter that has the independent SQLCipher 4 client (`sqlcipher3`):
     /// `LANGO_TEST_PYTHON` (set by `cargo xtask test`) or `python3`.
     pub fn sqlcipher_python() -> Result<std::path::PathBuf, String> {
@@ -157,5 +175,125 @@ pub mod component {
         } else {
             Err(format!("{name} is not installed"))
         }
+    }
+}
+
+impl Node {
+    /// Runs `lango-node <args>` with `input` on stdin.
+    pub fn run_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn lango-node");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let _ = stdin.write_all(input.as_bytes());
+        drop(stdin);
+        child.wait_with_output().expect("wait for lango-node")
+    }
+
+    /// Writes a keyfile (mode 0600) into the data directory, creating it 0700.
+    pub fn keyfile(&self, passphrase: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(self.data_dir()).unwrap();
+        std::fs::set_permissions(self.data_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let p = self.data_dir().join("keyfile");
+        std::fs::write(&p, format!("{passphrase}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// Runs `lango-node <args>` on a real pseudo-terminal, typing `send` after each `expect`.
+    /// Returns `None` (after the skip/fail rule) when Python is unavailable.
+    pub fn pty(&self, test: &str, args: &[&str], steps: &[(&str, &str)]) -> Option<PtyRun> {
+        let python = match component::program("python3") {
+            Ok(()) => std::path::PathBuf::from("python3"),
+            Err(e) => {
+                component::require(test, "python3 (pty driver)", Err(e));
+                return None;
+            }
+        };
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/pty_drive.py");
+        let mut argv = vec![
+            node_bin().display().to_string(),
+            "--data-dir".into(),
+            self.data_dir().display().to_string(),
+        ];
+        argv.extend(args.iter().map(|s| (*s).to_owned()));
+        let req = serde_json::json!({
+            "argv": argv,
+            "env": {},
+            "steps": steps.iter().map(|(e, s)| serde_json::json!({"expect": e, "send": s})).collect::<Vec<_>>(),
+            "timeout": 60,
+        });
+        let mut driver = Command::new(python);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LANGO_") || k == "RUST_LOG" {
+                driver.env_remove(k);
+            }
+        }
+        let mut child = driver
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the pty driver");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(req.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("pty driver output");
+        Some(PtyRun {
+            exit: v["exit"].as_i64().unwrap_or(-1),
+            terminal: v["terminal"].as_str().unwrap_or_default().to_owned(),
+            stdout: v["stdout"].as_str().unwrap_or_default().to_owned(),
+            unanswered: v["unanswered"].as_array().map(|a| a.len()).unwrap_or(0),
+        })
+    }
+}
+
+/// The result of a run on a pseudo-terminal.
+#[derive(Debug)]
+pub struct PtyRun {
+    /// Exit code.
+    pub exit: i64,
+    /// What appeared on the terminal (prompts, stderr).
+    pub terminal: String,
+    /// What went to the real stdout.
+    pub stdout: String,
+    /// Prompts that never appeared.
+    pub unanswered: usize,
+}
+
+impl component::SqlcipherClient {
+    /// Runs the independent SQLCipher 4 client (`tests/support/sqlcipher_client.py`) with one
+    /// JSON request on stdin (keys never go to argv) and returns its JSON answer.
+    pub fn request(&self, req: &serde_json::Value) -> serde_json::Value {
+        use std::io::Write;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/sqlcipher_client.py");
+        let mut child = Command::new(&self.python)
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the SQLCipher client");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(req.to_string().as_bytes())
+            .expect("write request");
+        let out = child
+            .wait_with_output()
+            .expect("wait for the SQLCipher client");
+        assert!(out.status.success(), "the SQLCipher client failed");
+        serde_json::from_slice(&out.stdout).expect("SQLCipher client output")
     }
 }

@@ -97,6 +97,8 @@ fn lint() -> Result<()> {
         env::run("cargo", &args)?;
     }
     env::ensure_cargo_tool("cargo-deny", "cargo-deny", "0.19.4")?;
+    // The offline check reads every package of every target; fetch them (crates.io) first.
+    env::run("cargo", &["fetch", "--quiet"])?;
     env::run(
         "cargo",
         &[

@@ -45,6 +45,16 @@ pub struct GlobalArgs {
     /// Only errors in the log output.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Never prompt on the terminal (unlock from the keyring, the keyfile or
+    /// --passphrase-stdin only).
+    #[arg(long, global = true)]
+    pub non_interactive: bool,
+
+    /// Read the passphrase as one line from standard input (at most 1024 bytes, 60 s).
+    /// Passphrases are never accepted as arguments or environment variables.
+    #[arg(long, global = true)]
+    pub passphrase_stdin: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +62,10 @@ pub enum Command {
     /// Create, show and check the configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+
+    /// Keys at rest: the vault, its secrets, the OS keyring and database encryption.
+    #[command(subcommand)]
+    Security(SecurityCommand),
 
     /// Print a shell completion script.
     ///
@@ -76,4 +90,94 @@ pub enum ConfigCommand {
     Validate,
     /// Print the path of the configuration file in use.
     Path,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecurityCommand {
+    /// Show how keys are protected: database encryption, key envelope, KDF, keyring,
+    /// keyfile. Does not prompt or unlock unless --unlock is given.
+    Status {
+        /// Unlock to count keys and secrets in an encrypted database.
+        #[arg(long)]
+        unlock: bool,
+    },
+    /// Store, list and delete secrets. Values are read from a hidden prompt or stdin, never
+    /// from arguments.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Keep an unlock key (never the passphrase) in the OS keyring.
+    #[command(subcommand)]
+    Keyring(KeyringCommand),
+    /// Encrypt the database with SQLCipher (the key comes from the unlocked vault).
+    DbMigrate {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Decrypt the database to plaintext (secret values stay encrypted).
+    DbDecrypt {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Change the passphrase. Only the master key is re-wrapped; no data is rewritten.
+    #[command(alias = "migrate-passphrase")]
+    ChangePassphrase,
+    /// Replace the master key: every secret is re-encrypted and the database re-keyed.
+    RotateMasterKey {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Migrate data written by the Go node (needed only when security.legacy.autoMigrate is
+    /// false).
+    UpgradeLegacy,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// List secrets (names and metadata only, never values).
+    List,
+    /// Store a secret. Creates the vault on first use (asks for a new passphrase twice).
+    ///
+    /// Example: printf %s "$TOKEN" | lango-node security secrets set api.token --stdin
+    Set {
+        /// The secret's name: 1-128 characters of A-Z a-z 0-9 . _ / -
+        name: String,
+        /// Read the value from stdin (up to EOF; one trailing newline removed).
+        #[arg(long)]
+        stdin: bool,
+        /// The value is hex (optional 0x prefix), e.g. a private key.
+        #[arg(long)]
+        hex: bool,
+        /// Replace an existing reserved secret (wallet.*, p2p.*, lango.*) without asking.
+        #[arg(long)]
+        force: bool,
+        /// Not supported: it would put the value in the process list and shell history.
+        #[arg(long, value_name = "HEX", hide = true)]
+        value_hex: Option<String>,
+    },
+    /// Delete a secret.
+    Delete {
+        /// The secret's name.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyringCommand {
+    /// Create a keyring slot and store its unlock key in the OS keyring, so later commands
+    /// unlock without a prompt.
+    Store,
+    /// Remove the unlock key from the OS keyring and the keyring slots from the envelope.
+    Clear {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show whether the OS keyring is reachable and holds an unlock key (read-only).
+    Status,
 }

@@ -84,8 +84,37 @@ impl LogConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct SecurityConfig {
+    /// `security.signer` (lango-secrets): which provider encrypts new secrets.
+    pub signer: lango_secrets::config::SignerConfig,
     /// `security.kdf` (lango-crypto): how new passphrase slots are stretched.
     pub kdf: lango_crypto::KdfConfig,
+    /// `security.keyring` (lango-keyring): the OS keyring.
+    pub keyring: lango_keyring::KeyringConfig,
+    /// `security.passphrase` (lango-secrets): keyfile and unlock sources.
+    pub passphrase: lango_secrets::config::PassphraseConfig,
+    /// `security.dbEncryption` (lango-secrets): SQLCipher for new databases.
+    pub db_encryption: lango_secrets::config::DbEncryptionConfig,
+    /// `security.legacy` (lango-secrets): migration of Go data.
+    pub legacy: lango_secrets::config::LegacyConfig,
+    /// `security.secrets` (lango-secrets): limits of the secrets store.
+    pub secrets: lango_secrets::config::SecretsConfig,
+}
+
+impl SecurityConfig {
+    /// The vault's view of this section. `LANGO_KEYFILE` (a path, not a secret) overrides
+    /// `security.passphrase.keyfile`.
+    pub fn vault(&self) -> lango_secrets::VaultConfig {
+        lango_secrets::VaultConfig {
+            kdf: self.kdf.clone(),
+            keyring: self.keyring.clone(),
+            passphrase: self.passphrase.clone(),
+            db_encryption: self.db_encryption.clone(),
+            legacy: self.legacy.clone(),
+            secrets: self.secrets.clone(),
+            signer: self.signer.clone(),
+            keyfile_env: std::env::var_os("LANGO_KEYFILE").map(std::path::PathBuf::from),
+        }
+    }
 }
 
 /// A key that is still accepted but should no longer be used.

@@ -16,6 +16,10 @@ pub struct Context {
     pub json: bool,
     verbose: u8,
     quiet: bool,
+    /// `--non-interactive`.
+    pub non_interactive: bool,
+    /// `--passphrase-stdin`.
+    pub passphrase_stdin: bool,
 }
 
 impl Context {
@@ -38,6 +42,8 @@ impl Context {
             json: g.json,
             verbose: g.verbose,
             quiet: g.quiet,
+            non_interactive: g.non_interactive,
+            passphrase_stdin: g.passphrase_stdin,
         })
     }
 
@@ -67,6 +73,14 @@ impl Context {
             config::LogFormat::Text => builder.try_init(),
             config::LogFormat::Json => builder.json().try_init(),
         };
+    }
+
+    /// The terminal prompter for unlocking.
+    pub fn prompter(&self) -> crate::terminal::Tty {
+        crate::terminal::Tty {
+            non_interactive: self.non_interactive,
+            passphrase_stdin: self.passphrase_stdin,
+        }
     }
 
     /// Loads the configuration, logging its warnings.

@@ -6,13 +6,24 @@ mod cli;
 mod commands;
 mod config;
 mod context;
+mod hardening;
 mod output;
+mod terminal;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
+static LOCAL_OFFSET: std::sync::OnceLock<time::UtcOffset> = std::sync::OnceLock::new();
+
+/// The local UTC offset, read once at start-up while the process is single-threaded.
+pub(crate) fn local_offset() -> time::UtcOffset {
+    *LOCAL_OFFSET.get().unwrap_or(&time::UtcOffset::UTC)
+}
+
 fn main() -> ExitCode {
+    let _ =
+        LOCAL_OFFSET.set(time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC));
     let cli = cli::Cli::parse();
     let ctx = match context::Context::new(&cli.global) {
         Ok(ctx) => ctx,

@@ -92,6 +92,39 @@ impl Prompter for NoPrompt {
     }
 }
 
+/// Answers every passphrase prompt with a passphrase the caller already holds (read once for
+/// an operation that needs it again, so the operator is not asked twice). Warnings go to
+/// `inner`.
+pub struct Given<'a> {
+    value: SecretString,
+    inner: &'a dyn Prompter,
+}
+
+impl<'a> Given<'a> {
+    /// A prompter that always answers `value`.
+    pub fn new(value: SecretString, inner: &'a dyn Prompter) -> Self {
+        Self { value, inner }
+    }
+}
+
+impl Prompter for Given<'_> {
+    fn interactive(&self) -> bool {
+        true
+    }
+    fn prompt_hidden(&self, _prompt: &str) -> Result<Option<SecretString>> {
+        Ok(Some(self.value.duplicate()))
+    }
+    fn stdin_available(&self) -> bool {
+        false
+    }
+    fn read_stdin_line(&self) -> Result<Option<SecretString>> {
+        Ok(None)
+    }
+    fn warn(&self, message: &str) {
+        self.inner.warn(message);
+    }
+}
+
 /// Longest stdin passphrase line (PA-5).
 pub const STDIN_MAX: usize = 1024;
 /// How long stdin is waited for (PA-5).

@@ -85,28 +85,12 @@ async fn make_plaintext(dir: &Path, data: &GoData) {
     db.close().await;
 }
 
-fn make_sqlcipher4(dir: &Path, data: &GoData, python: &Path) {
+fn make_sqlcipher4(dir: &Path, data: &GoData, client: &component::SqlcipherClient) {
     std::fs::create_dir_all(dir).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../lango-store/tests/support/sqlcipher_client.py");
-    let req = serde_json::json!({
+    let v = client.request(&serde_json::json!({
         "path": db_path(dir), "key": GO_PASS, "raw": false,
         "pragmas": ["cipher_page_size = 4096"], "statements": data.statements,
-    });
-    let mut child = Command::new(python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(req.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    }));
     assert!(v.get("error").is_none(), "{v}");
 }
 
@@ -253,17 +237,12 @@ async fn go_database_without_checksum_is_verified_by_trial_decryption() {
 
 #[tokio::test]
 async fn t23_sqlcipher4_go_database_is_migrated_to_the_raw_key() {
-    let Ok(python) = component::sqlcipher_python() else {
-        component::require(
-            "t23",
-            "independent SQLCipher 4 client",
-            component::sqlcipher_python().map(|_| ()),
-        );
+    let Some(client) = component::sqlcipher_client("t23") else {
         return;
     };
     let (_t, dir) = data_dir();
     let data = go_data(true);
-    make_sqlcipher4(&dir, &data, &python);
+    make_sqlcipher4(&dir, &data, &client);
     check_migrated(&dir, &data, true).await;
     // The passphrase no longer opens the file as SQLCipher key: it is keyed with the raw key.
     let p = SecretString::new(GO_PASS.into());

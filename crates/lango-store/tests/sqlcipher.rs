@@ -15,7 +15,7 @@ use lango_store::{
     export::{self, ExportHooks, Operation, Target},
     state,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 const CANARY: &str = "canary-7f3a9c-do-not-leak";
 
@@ -39,26 +39,6 @@ fn create() -> OpenOptions {
 
 async fn exec(db: &Database, sql: &'static str) {
     sqlx::query(sql).execute(db.pool()).await.unwrap();
-}
-
-/// Runs the independent SQLCipher 4 client with a JSON request on stdin.
-fn py(python: &Path, req: Value) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/sqlcipher_client.py");
-    let mut child = Command::new(python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(req.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python client failed");
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn hex_key(k: &SecretKey32) -> String {
@@ -136,17 +116,14 @@ async fn t20_encrypted_file_has_no_plaintext_and_opens_in_an_independent_client(
         Err(Error::WrongState { .. })
     ));
 
-    let Some(python) = py_client("t20") else {
+    let Some(client) = component::sqlcipher_client("t20") else {
         return;
     };
-    let r = py(
-        &python,
-        json!({
-            "path": path, "key": hex_key(&k), "raw": true,
-            "pragmas": ["cipher_compatibility = 4", "cipher_page_size = 4096"],
-            "query": "SELECT v FROM t"
-        }),
-    );
+    let r = client.request(&json!({
+        "path": path, "key": hex_key(&k), "raw": true,
+        "pragmas": ["cipher_compatibility = 4", "cipher_page_size = 4096"],
+        "query": "SELECT v FROM t"
+    }));
     assert!(
         r["cipher_version"].as_str().unwrap().starts_with("4."),
         "{r}"
@@ -154,14 +131,11 @@ async fn t20_encrypted_file_has_no_plaintext_and_opens_in_an_independent_client(
     assert_eq!(r["rows"][0][0], CANARY, "{r}");
     let mut one_bit = *k.expose();
     one_bit[31] ^= 1;
-    let r = py(
-        &python,
-        json!({
-            "path": path, "key": hex_key(&SecretKey32::from_bytes(one_bit)), "raw": true,
-            "pragmas": ["cipher_compatibility = 4", "cipher_page_size = 4096"],
-            "query": "SELECT v FROM t"
-        }),
-    );
+    let r = client.request(&json!({
+        "path": path, "key": hex_key(&SecretKey32::from_bytes(one_bit)), "raw": true,
+        "pragmas": ["cipher_compatibility = 4", "cipher_page_size = 4096"],
+        "query": "SELECT v FROM t"
+    }));
     assert!(
         r["error"]
             .as_str()
@@ -171,32 +145,19 @@ async fn t20_encrypted_file_has_no_plaintext_and_opens_in_an_independent_client(
     );
 }
 
-fn py_client(test: &str) -> Option<PathBuf> {
-    match component::sqlcipher_python() {
-        Ok(p) => Some(p),
-        Err(e) => {
-            component::require(test, "independent SQLCipher 4 client (sqlcipher3)", Err(e));
-            None
-        }
-    }
-}
-
 #[tokio::test]
 async fn t21_rust_opens_a_database_made_by_the_independent_client() {
-    let Some(python) = py_client("t21") else {
+    let Some(client) = component::sqlcipher_client("t21") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lango.db");
     let k = key(0x11);
-    let r = py(
-        &python,
-        json!({
-            "path": path, "key": hex_key(&k), "raw": true,
-            "pragmas": ["cipher_compatibility = 4", "cipher_page_size = 4096"],
-            "statements": ["CREATE TABLE t (v TEXT)", format!("INSERT INTO t VALUES ('{CANARY}')")],
-        }),
-    );
+    let r = client.request(&json!({
+        "path": path, "key": hex_key(&k), "raw": true,
+        "pragmas": ["cipher_compatibility = 4", "cipher_page_size = 4096"],
+        "statements": ["CREATE TABLE t (v TEXT)", format!("INSERT INTO t VALUES ('{CANARY}')")],
+    }));
     assert!(r.get("error").is_none(), "{r}");
     let db = Database::open(&path, raw(&k), OpenOptions::default())
         .await
@@ -211,20 +172,17 @@ async fn t21_rust_opens_a_database_made_by_the_independent_client() {
 
 #[tokio::test]
 async fn t27_legacy_passphrase_with_quotes_opens_and_cannot_inject() {
-    let Some(python) = py_client("t27") else {
+    let Some(client) = component::sqlcipher_client("t27") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lango.db");
     let pass = "it's a \"pass\"; DROP TABLE t; --";
-    let r = py(
-        &python,
-        json!({
-            "path": path, "key": pass, "raw": false,
-            "pragmas": ["cipher_page_size = 4096"],
-            "statements": ["CREATE TABLE t (v TEXT)", "INSERT INTO t VALUES ('x')"],
-        }),
-    );
+    let r = client.request(&json!({
+        "path": path, "key": pass, "raw": false,
+        "pragmas": ["cipher_page_size = 4096"],
+        "statements": ["CREATE TABLE t (v TEXT)", "INSERT INTO t VALUES ('x')"],
+    }));
     assert!(r.get("error").is_none(), "{r}");
     let p = SecretString::new(pass.to_owned());
     let db = Database::open(

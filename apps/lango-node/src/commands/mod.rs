@@ -1,6 +1,7 @@
 //! Command dispatch. Each module turns one command group into calls on the crates.
 
 mod config;
+pub mod security;
 
 use std::process::ExitCode;
 
@@ -15,6 +16,10 @@ pub fn run(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::Config(c) => {
             ctx.init_logging("warn", crate::config::LogFormat::Text);
             config::run(ctx, c)
+        }
+        Command::Security(c) => {
+            ctx.init_logging("warn", crate::config::LogFormat::Text);
+            security::run(ctx, c)
         }
         Command::Completions { shell } => {
             let mut cmd = crate::cli::Cli::command();
