@@ -31,7 +31,7 @@ use lango_store::{
 use crate::{
     Error, Result,
     config::VaultConfig,
-    envelope::{self, DbParams, Envelope, LegacyDbKeying, SlotKind, State},
+    envelope::{self, DbParams, Envelope, LegacyDbKeying, State},
     passphrase::{self, Prompter, Source},
     store::{self, LOCAL_KEY_NAME, LOCAL_REMOTE_ID},
     vault::{self, KEYRING_SERVICE, LEGACY_KEYRING_ACCOUNT, Vault, blocking, db_path},
@@ -295,7 +295,7 @@ pub(crate) async fn unlock_and_migrate(
                 None => tried.push((Source::Stdin, "no passphrase line".into())),
             }
         } else {
-            tried.push((Source::Stdin, "stdin is a terminal".into()));
+            tried.push((Source::Stdin, "not available".into()));
         }
     }
     let Some((p, source, open, keyfile)) = found else {
@@ -315,20 +315,7 @@ pub(crate) async fn unlock_and_migrate(
     );
     env.state = State::PendingLegacy;
     env.legacy_db_keying = Some(open.keying);
-    let params = config.kdf.params();
-    let (mk_c, p_c, e_c) = (mk.duplicate(), p.duplicate(), env.clone());
-    env = blocking(move || {
-        let mut e = e_c;
-        e.add_slot(
-            &mk_c,
-            SlotKind::Passphrase,
-            params,
-            p_c.expose().as_bytes(),
-            None,
-        )?;
-        Ok(e)
-    })
-    .await?;
+    env = vault::with_passphrase_slot(env, &mk, config.kdf.params(), &p).await?;
     if let Err(e) = env.save(data_dir) {
         open.db.close().await;
         return Err(e);
@@ -558,7 +545,10 @@ async fn finish(
         match still_legacy {
             Ok(db) => {
                 db.close().await;
-                let hook = NoProgressEnvelope { data_dir };
+                let hook = vault::EnvelopeHook {
+                    data_dir,
+                    progress: &vault::no_progress,
+                };
                 export::export(
                     &path,
                     Operation::LegacyRekey,
@@ -598,24 +588,6 @@ async fn finish(
         "Go data migrated to the v1 format"
     );
     Ok(vault)
-}
-
-struct NoProgressEnvelope<'a> {
-    data_dir: &'a Path,
-}
-
-impl export::ExportHooks for NoProgressEnvelope<'_> {
-    fn database_replaced(&self, encrypted: bool, page_size: u32) -> lango_store::Result<()> {
-        let map = |e: Error| {
-            lango_store::Error::io("update key envelope", std::io::Error::other(e.to_string()))
-        };
-        if let Some(mut env) = Envelope::load(self.data_dir).map_err(map)? {
-            env.db.encrypted = encrypted;
-            env.db.page_size = page_size;
-            env.save(self.data_dir).map_err(map)?;
-        }
-        Ok(())
-    }
 }
 
 /// Finishes an interrupted migration whose envelope is `pending-legacy`.

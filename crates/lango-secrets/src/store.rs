@@ -382,54 +382,58 @@ impl SecretsStore {
     /// Stores `value` under `name`, replacing an existing value (SS-1): the row gets the new
     /// ciphertext and key link, `access_count = 0` and a new `updated_at`.
     pub async fn put(&self, name: &str, value: &[u8], caller: Caller) -> Result<()> {
-        validate_name(name)?;
-        check_caller(name, caller)?;
-        self.check_value(value)?;
-        let key = self.registry.default_key().await?;
-        let blob = self.encrypt_for(&key, name, value).await?;
-        let now = db_now();
-        sqlx::query(
-            "INSERT INTO secrets (id, name, encrypted_value, created_at, updated_at, access_count, key_secrets)
-             VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5)
-             ON CONFLICT(name) DO UPDATE SET encrypted_value = excluded.encrypted_value,
+        self.write(
+            name,
+            value,
+            caller,
+            "ON CONFLICT(name) DO UPDATE SET encrypted_value = excluded.encrypted_value,
                  key_secrets = excluded.key_secrets, access_count = 0, updated_at = excluded.updated_at",
         )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(name)
-        .bind(blob)
-        .bind(now)
-        .bind(&key.id)
-        .execute(&self.pool)
         .await
-        .map_err(|e| Error::sql("store secret", e))?;
-        Ok(())
+        .map(|_| ())
     }
 
     /// Stores `value` under a new `name`; an existing name is [`Error::AlreadyExists`] and
     /// nothing is written (SS-2). Used for key material, which must never be overwritten.
     pub async fn create(&self, name: &str, value: &[u8], caller: Caller) -> Result<()> {
+        if self
+            .write(name, value, caller, "ON CONFLICT(name) DO NOTHING")
+            .await?
+            == 0
+        {
+            return Err(Error::AlreadyExists(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Validates, encrypts under the default key and inserts with `on_conflict`; returns the
+    /// number of rows written.
+    async fn write(
+        &self,
+        name: &str,
+        value: &[u8],
+        caller: Caller,
+        on_conflict: &'static str,
+    ) -> Result<u64> {
         validate_name(name)?;
         check_caller(name, caller)?;
         self.check_value(value)?;
         let key = self.registry.default_key().await?;
         let blob = self.encrypt_for(&key, name, value).await?;
-        let now = db_now();
-        let r = sqlx::query(
+        let sql = format!(
             "INSERT INTO secrets (id, name, encrypted_value, created_at, updated_at, access_count, key_secrets)
-             VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5) ON CONFLICT(name) DO NOTHING",
-        )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(name)
-        .bind(blob)
-        .bind(now)
-        .bind(&key.id)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| Error::sql("create secret", e))?;
-        if r.rows_affected() == 0 {
-            return Err(Error::AlreadyExists(name.to_owned()));
-        }
-        Ok(())
+             VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5) {on_conflict}"
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(name)
+            .bind(blob)
+            .bind(db_now())
+            .bind(&key.id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::sql("store secret", e))?;
+        Ok(r.rows_affected())
     }
 
     /// Reads and decrypts `name` (SS-3). Counts the access atomically and stamps the key's

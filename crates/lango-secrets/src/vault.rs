@@ -115,9 +115,9 @@ impl std::fmt::Debug for Vault {
 }
 
 /// Updates the envelope's database parameters when the export procedure replaces the file.
-struct EnvelopeHook<'a> {
-    data_dir: &'a Path,
-    progress: &'a (dyn Fn(Step) + Sync),
+pub(crate) struct EnvelopeHook<'a> {
+    pub(crate) data_dir: &'a Path,
+    pub(crate) progress: &'a (dyn Fn(Step) + Sync),
 }
 
 impl ExportHooks for EnvelopeHook<'_> {
@@ -138,7 +138,7 @@ impl ExportHooks for EnvelopeHook<'_> {
     }
 }
 
-fn no_progress(_: Step) {}
+pub(crate) fn no_progress(_: Step) {}
 
 /// The database path of a data directory.
 pub fn db_path(data_dir: &Path) -> PathBuf {
@@ -152,6 +152,28 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::io("KDF worker", std::io::Error::other(e.to_string())))?
+}
+
+/// Adds a passphrase slot wrapping `mk` under `p` with `params`, on the blocking pool (the
+/// KDF is deliberately slow).
+pub(crate) async fn with_passphrase_slot(
+    mut env: Envelope,
+    mk: &MasterKey,
+    params: lango_crypto::KdfParams,
+    p: &SecretString,
+) -> Result<Envelope> {
+    let (mk, p) = (mk.duplicate(), p.duplicate());
+    blocking(move || {
+        env.add_slot(
+            &mk,
+            SlotKind::Passphrase,
+            params,
+            p.expose().as_bytes(),
+            None,
+        )?;
+        Ok(env)
+    })
+    .await
 }
 
 async fn try_passphrase(env: &Envelope, p: &SecretString) -> Result<Option<MasterKey>> {
@@ -413,7 +435,7 @@ async fn acquire_v1(
                 None => tried.push((Source::Stdin, "no passphrase line".into())),
             }
         } else {
-            tried.push((Source::Stdin, "stdin is a terminal".into()));
+            tried.push((Source::Stdin, "not available".into()));
         }
     }
     Err(Error::NoPassphraseSource { tried })
@@ -504,7 +526,7 @@ async fn acquire_new(
             }
             tried.push((Source::Stdin, "no passphrase line".into()));
         } else {
-            tried.push((Source::Stdin, "stdin is a terminal".into()));
+            tried.push((Source::Stdin, "not available".into()));
         }
     }
     Err(Error::NoPassphraseSource { tried })
@@ -673,20 +695,7 @@ async fn create(
             compatibility: 4,
         },
     );
-    let params = config.kdf.params();
-    let (env_c, mk_c, p_c) = (env.clone(), mk.duplicate(), p.duplicate());
-    env = blocking(move || {
-        let mut e = env_c;
-        e.add_slot(
-            &mk_c,
-            SlotKind::Passphrase,
-            params,
-            p_c.expose().as_bytes(),
-            None,
-        )?;
-        Ok(e)
-    })
-    .await?;
+    env = with_passphrase_slot(env, &mk, config.kdf.params(), &p).await?;
     drop(p);
     // Envelope first: a crash now leaves an envelope whose database is absent, which the next
     // unlock completes (UN-11).
@@ -888,23 +897,9 @@ impl Vault {
     pub async fn change_passphrase(&mut self, new: &SecretString) -> Result<()> {
         passphrase::check_policy(new, self.config.passphrase.min_length)?;
         self.require_exclusive()?;
-        let params = self.config.kdf.params();
-        let mk = self.mk.duplicate();
         let mut env = self.envelope.clone();
-        let p = new.duplicate();
-        env = blocking(move || {
-            let mut scratch = env.clone();
-            scratch.slots.retain(|s| s.kind != SlotKind::Passphrase);
-            scratch.add_slot(
-                &mk,
-                SlotKind::Passphrase,
-                params,
-                p.expose().as_bytes(),
-                None,
-            )?;
-            Ok(scratch)
-        })
-        .await?;
+        env.slots.retain(|s| s.kind != SlotKind::Passphrase);
+        let mut env = with_passphrase_slot(env, &self.mk, self.config.kdf.params(), new).await?;
         env.save(&self.data_dir)?;
         self.envelope = env;
         let keyfile = self.config.keyfile_path(&self.data_dir);
@@ -1069,20 +1064,12 @@ impl Vault {
         }
         let new_mk = MasterKey::generate()?;
         let generation = self.envelope.generation + 1;
-        let mut next = Envelope::new(&new_mk, generation, self.envelope.db);
-        let params = self.config.kdf.params();
-        let (mk_c, p) = (new_mk.duplicate(), passphrase.duplicate());
-        next = blocking(move || {
-            let mut e = next;
-            e.add_slot(
-                &mk_c,
-                SlotKind::Passphrase,
-                params,
-                p.expose().as_bytes(),
-                None,
-            )?;
-            Ok(e)
-        })
+        let mut next = with_passphrase_slot(
+            Envelope::new(&new_mk, generation, self.envelope.db),
+            &new_mk,
+            self.config.kdf.params(),
+            passphrase,
+        )
         .await?;
         let mut keyring_dropped = false;
         let mut old_keyring: Option<(Arc<dyn Keyring>, String)> = None;
