@@ -465,23 +465,29 @@ impl SecretsStore {
             return Err(Error::OrphanedSecret(name.to_owned()));
         };
         let value = self.decrypt_row(name, &remote, &blob).await?;
-        if let Err(e) =
-            sqlx::query("UPDATE secrets SET access_count = access_count + 1 WHERE id = ?1")
-                .bind(&id)
-                .execute(&self.pool)
-                .await
-        {
-            tracing::warn!(error = %e, "could not count a secret access");
-        }
-        if let Err(e) = sqlx::query("UPDATE keys SET last_used_at = ?1 WHERE id = ?2")
-            .bind(db_now())
-            .bind(&key_id)
-            .execute(&self.pool)
-            .await
-        {
-            tracing::warn!(error = %e, "could not stamp key use");
+        // Both bookkeeping writes in one transaction: one commit (one fsync) per read.
+        if let Err(e) = self.record_access(&id, &key_id).await {
+            tracing::warn!(error = %e, "could not record a secret access");
         }
         Ok(value)
+    }
+
+    async fn record_access(
+        &self,
+        secret_id: &str,
+        key_id: &str,
+    ) -> std::result::Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE secrets SET access_count = access_count + 1 WHERE id = ?1")
+            .bind(secret_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE keys SET last_used_at = ?1 WHERE id = ?2")
+            .bind(db_now())
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
     }
 
     async fn decrypt_row(
