@@ -16,17 +16,43 @@
 //! The top library crate: it composes every crate below it except `lango-kms`; the app runs it.
 #![forbid(unsafe_code)]
 
-/// Errors of the node.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A firewall rule refused the request.
-    #[error("denied by firewall rule {rule}")]
-    Denied {
-        /// The rule that matched.
-        rule: String,
-    },
-    /// The peer's DID is revoked.
-    #[error("peer DID {0} is revoked")]
-    Revoked(String),
+pub mod card;
+pub mod config;
+mod error;
+pub mod identity;
+pub mod node;
+pub mod reputation;
+pub mod revocation;
+
+pub use error::{Error, Result};
+
+/// The crate's database migrations, recorded in their own history table.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// History table of this crate's migrations.
+const MIGRATIONS_TABLE: &str = "_lango_p2p_migrations";
+
+/// Creates or upgrades this crate's tables (reputation, revocations).
+pub async fn migrate(db: &lango_store::Database) -> Result<()> {
+    db.migrate(&MIGRATOR, MIGRATIONS_TABLE)
+        .await
+        .map_err(|e| Error::Store(e.to_string()))
+}
+
+/// Current time as stored in this crate's tables: RFC 3339 UTC with nanoseconds.
+pub(crate) fn db_now() -> String {
+    format_time(time::OffsetDateTime::now_utc())
+}
+
+/// RFC 3339 with up to nanosecond precision, `Z` for UTC.
+pub(crate) fn format_time(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The peer ID in the last `/p2p/<id>` component of `addr`, if there is one.
+pub fn peer_id_of_addr(addr: &libp2p::Multiaddr) -> Option<libp2p::PeerId> {
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(id)) => Some(id),
+        _ => None,
+    }
 }

@@ -1,0 +1,455 @@
+//! The `p2p` and `a2a` configuration sections.
+//!
+//! Keys are camelCase, as in the Go node. Durations accept Go's syntax (`30s`, `1h30m`,
+//! `1.5h`, `300ms`) and, as Go's profiles store them, integer nanoseconds; they are written
+//! back as strings. Defaults live here and nowhere else; [`P2pConfig::validate`] reports every
+//! problem with its full key path.
+
+use std::{fmt, time::Duration};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration written in Go's syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct GoDuration(pub Duration);
+
+impl GoDuration {
+    /// `secs` seconds.
+    pub const fn secs(secs: u64) -> Self {
+        Self(Duration::from_secs(secs))
+    }
+
+    /// Parses Go's `time.ParseDuration` syntax. Negative durations are refused: no key of
+    /// this node has a meaning for them.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let body = t.strip_prefix('+').unwrap_or(t);
+        if body.starts_with('-') {
+            return Err(format!("{s:?}: negative durations are not allowed"));
+        }
+        if body == "0" {
+            return Ok(Self(Duration::ZERO));
+        }
+        if body.is_empty() {
+            return Err("empty duration".into());
+        }
+        let mut total: f64 = 0.0;
+        let mut rest = body;
+        while !rest.is_empty() {
+            let num_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            let (num, after) = rest.split_at(num_len);
+            if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+                return Err(format!(
+                    "{s:?} is not a duration (expected e.g. 30s, 5m, 1h30m)"
+                ));
+            }
+            let unit_len = after
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(after.len());
+            let (unit, next) = after.split_at(unit_len);
+            let scale = match unit {
+                "ns" => 1e-9,
+                "us" | "µs" | "μs" => 1e-6,
+                "ms" => 1e-3,
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                "" => {
+                    return Err(format!(
+                        "{s:?}: missing unit in duration (ns, us, ms, s, m, h)"
+                    ));
+                }
+                u => return Err(format!("{s:?}: unknown unit {u:?} in duration")),
+            };
+            let n: f64 = num
+                .parse()
+                .map_err(|_| format!("{s:?} is not a duration"))?;
+            total += n * scale;
+            rest = next;
+        }
+        if !total.is_finite() || total > 1e10 {
+            return Err(format!("{s:?} is out of range"));
+        }
+        Ok(Self(Duration::from_secs_f64(total)))
+    }
+}
+
+impl fmt::Display for GoDuration {
+    /// Go's `Duration.String()` form (`1h30m0s`, `300ms`, `0s`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        if d.is_zero() {
+            return f.write_str("0s");
+        }
+        let total_ns = d.as_nanos();
+        if total_ns < 1_000 {
+            return write!(f, "{total_ns}ns");
+        }
+        if total_ns < 1_000_000 {
+            return write!(f, "{}us", trim_frac(total_ns, 1_000));
+        }
+        if total_ns < 1_000_000_000 {
+            return write!(f, "{}ms", trim_frac(total_ns, 1_000_000));
+        }
+        let secs = d.as_secs();
+        let (h, m) = (secs / 3600, (secs % 3600) / 60);
+        let s = trim_frac(total_ns % 60_000_000_000, 1_000_000_000);
+        if h > 0 {
+            write!(f, "{h}h{m}m{s}s")
+        } else if m > 0 {
+            write!(f, "{m}m{s}s")
+        } else {
+            write!(f, "{s}s")
+        }
+    }
+}
+
+fn trim_frac(value: u128, unit: u128) -> String {
+    let whole = value / unit;
+    let frac = value % unit;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = unit.ilog10() as usize;
+    let digits = format!("{frac:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+impl Serialize for GoDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Nanos(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Nanos(n) if n >= 0 => Ok(Self(Duration::from_nanos(n.unsigned_abs()))),
+            Raw::Nanos(_) => Err(serde::de::Error::custom(
+                "negative durations are not allowed",
+            )),
+            Raw::Text(t) => Self::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The `p2p` section: the node on the network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct P2pConfig {
+    /// Networking on or off. `serve` and the `p2p` commands need it on. On by default in
+    /// lango-rs (the Go node defaults to off, which makes a fresh `serve` do nothing).
+    pub enabled: bool,
+    /// Multiaddrs to listen on (TCP and QUIC v1).
+    pub listen_addrs: Vec<String>,
+    /// Peers dialled at start: each must end in `/p2p/<peer-id>`, which is pinned — a peer
+    /// that authenticates with another ID is dropped.
+    pub bootstrap_peers: Vec<String>,
+    /// Most established connections (incoming and outgoing together).
+    pub max_peers: u32,
+    /// mDNS discovery. Not built into this node; `true` is reported as unavailable.
+    pub enable_mdns: bool,
+    /// Circuit relay. Not built into this node; `true` is reported as unavailable.
+    pub enable_relay: bool,
+    /// How often the local agent card is published (≤ 0 means 30 s).
+    pub gossip_interval: GoDuration,
+    /// Reputation threshold in (0, 1]: peers below it are not trusted.
+    pub min_trust_score: f64,
+    /// DIDs refused everywhere (cards, handshakes), in addition to runtime revocations.
+    pub revoked_dids: Vec<String>,
+    /// Agent-card acceptance.
+    pub discovery: DiscoveryConfig,
+    /// Proof-related discovery settings.
+    pub zkp: ZkpConfig,
+    /// Deprecated: directory of the legacy plaintext `node.key` (default `<data-dir>/p2p`).
+    /// Read for migration and for the no-secrets-store mode only; never written.
+    #[serde(skip_serializing)]
+    pub key_dir: Option<String>,
+    /// Deprecated and ignored: the node key's secret name is the constant
+    /// `p2p.node.privatekey`.
+    #[serde(skip_serializing)]
+    pub node_key_name: Option<String>,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen_addrs: vec![
+                "/ip4/0.0.0.0/tcp/9000".into(),
+                "/ip4/0.0.0.0/udp/9000/quic-v1".into(),
+            ],
+            bootstrap_peers: Vec::new(),
+            max_peers: 50,
+            enable_mdns: false,
+            enable_relay: false,
+            gossip_interval: GoDuration::secs(30),
+            min_trust_score: 0.3,
+            revoked_dids: Vec::new(),
+            discovery: DiscoveryConfig::default(),
+            zkp: ZkpConfig::default(),
+            key_dir: None,
+            node_key_name: None,
+        }
+    }
+}
+
+/// `p2p.discovery`: agent-card acceptance (protocol spec §2.4.4).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Drop cards that carry no signature.
+    pub require_signed_cards: bool,
+    /// Most cards kept; the oldest is evicted when full.
+    pub max_known_peers: u32,
+    /// Cards older than this are dropped on receipt and expired from the store.
+    pub card_ttl: GoDuration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            require_signed_cards: false,
+            max_known_peers: 1000,
+            card_ttl: GoDuration::secs(300),
+        }
+    }
+}
+
+/// `p2p.zkp`: credential checks on received cards.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ZkpConfig {
+    /// Credentials issued longer ago than this are removed from stored cards. Must be > 0.
+    pub max_credential_age: GoDuration,
+}
+
+impl Default for ZkpConfig {
+    fn default() -> Self {
+        Self {
+            max_credential_age: GoDuration::secs(24 * 3600),
+        }
+    }
+}
+
+/// The `a2a` section: how this agent describes itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct A2aConfig {
+    /// Name on the agent card.
+    pub agent_name: String,
+    /// Description on the agent card.
+    pub description: String,
+    /// Capabilities announced on the agent card (what `p2p discover --tag` matches).
+    pub capabilities: Vec<String>,
+}
+
+impl Default for A2aConfig {
+    fn default() -> Self {
+        Self {
+            agent_name: "lango".into(),
+            description: String::new(),
+            capabilities: Vec::new(),
+        }
+    }
+}
+
+/// Largest number of listen or bootstrap addresses accepted.
+const MAX_ADDRS: usize = 64;
+
+impl P2pConfig {
+    /// The gossip interval in effect (≤ 0 means 30 s).
+    pub fn effective_gossip_interval(&self) -> Duration {
+        if self.gossip_interval.0.is_zero() {
+            Duration::from_secs(30)
+        } else {
+            self.gossip_interval.0
+        }
+    }
+
+    /// Checks every key; `prefix` is the section's path (`p2p`).
+    pub fn validate(&self, prefix: &str) -> Result<(), Vec<String>> {
+        let mut p = Vec::new();
+        for (key, list) in [
+            ("listenAddrs", &self.listen_addrs),
+            ("bootstrapPeers", &self.bootstrap_peers),
+        ] {
+            if list.len() > MAX_ADDRS {
+                p.push(format!("{prefix}.{key}: at most {MAX_ADDRS} addresses"));
+            }
+            for a in list {
+                if let Err(e) = a.parse::<libp2p::Multiaddr>() {
+                    p.push(format!("{prefix}.{key}: {a:?} is not a multiaddr: {e}"));
+                }
+            }
+        }
+        for a in &self.bootstrap_peers {
+            if let Ok(m) = a.parse::<libp2p::Multiaddr>()
+                && crate::peer_id_of_addr(&m).is_none()
+            {
+                p.push(format!(
+                    "{prefix}.bootstrapPeers: {a:?} must end in /p2p/<peer-id> so the peer can be pinned"
+                ));
+            }
+        }
+        if self.max_peers == 0 || self.max_peers > 10_000 {
+            p.push(format!("{prefix}.maxPeers: must be between 1 and 10000"));
+        }
+        if !(self.min_trust_score > 0.0 && self.min_trust_score <= 1.0) {
+            p.push(format!(
+                "{prefix}.minTrustScore: must be in (0, 1], got {}",
+                self.min_trust_score
+            ));
+        }
+        for d in &self.revoked_dids {
+            if let Err(e) = crate::identity::canonical_did(d) {
+                p.push(format!("{prefix}.revokedDids: {e}"));
+            }
+        }
+        if self.discovery.max_known_peers == 0 || self.discovery.max_known_peers > 100_000 {
+            p.push(format!(
+                "{prefix}.discovery.maxKnownPeers: must be between 1 and 100000"
+            ));
+        }
+        if self.discovery.card_ttl.0 < Duration::from_secs(1) {
+            p.push(format!("{prefix}.discovery.cardTtl: must be at least 1s"));
+        }
+        if self.zkp.max_credential_age.0.is_zero() {
+            p.push(format!(
+                "{prefix}.zkp.maxCredentialAge: must be greater than 0"
+            ));
+        }
+        if self.gossip_interval.0 > Duration::from_secs(3600) {
+            p.push(format!("{prefix}.gossipInterval: at most 1h"));
+        }
+        if self.effective_gossip_interval() * 2 > self.discovery.card_ttl.0 {
+            p.push(format!(
+                "{prefix}.discovery.cardTtl ({}) must be at least twice {prefix}.gossipInterval ({}), \
+                 or peers' cards expire between publications",
+                self.discovery.card_ttl,
+                GoDuration(self.effective_gossip_interval())
+            ));
+        }
+        if p.is_empty() { Ok(()) } else { Err(p) }
+    }
+}
+
+impl A2aConfig {
+    /// Checks the card fields against the limits receivers apply (§2.4.4).
+    pub fn validate(&self, prefix: &str) -> Result<(), Vec<String>> {
+        let mut p = Vec::new();
+        if self.agent_name.is_empty() || self.agent_name.len() > 256 {
+            p.push(format!("{prefix}.agentName: 1 to 256 bytes"));
+        }
+        if self.description.len() > 4096 {
+            p.push(format!("{prefix}.description: at most 4096 bytes"));
+        }
+        if self.capabilities.len() > 64 {
+            p.push(format!("{prefix}.capabilities: at most 64 entries"));
+        }
+        if self
+            .capabilities
+            .iter()
+            .any(|c| c.is_empty() || c.len() > 128)
+        {
+            p.push(format!("{prefix}.capabilities: each 1 to 128 bytes"));
+        }
+        if p.is_empty() { Ok(()) } else { Err(p) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse() {
+        let cases = [
+            ("30s", 30.0),
+            ("1h30m", 5400.0),
+            ("1.5h", 5400.0),
+            ("300ms", 0.3),
+            ("0", 0.0),
+            ("2h45m10.5s", 9910.5),
+            ("1us", 1e-6),
+            ("10ns", 1e-8),
+        ];
+        for (s, secs) in cases {
+            let d = GoDuration::parse(s).unwrap();
+            assert!((d.0.as_secs_f64() - secs).abs() < 1e-9, "{s}");
+        }
+        for bad in ["", "abc", "10", "-5s", "1x", "5s3", ".s", "1..2s"] {
+            assert!(GoDuration::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn go_durations_print_like_go() {
+        for (d, s) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(300), "5m0s"),
+            (Duration::from_secs(5400), "1h30m0s"),
+            (Duration::from_millis(300), "300ms"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(24 * 3600), "24h0m0s"),
+        ] {
+            assert_eq!(GoDuration(d).to_string(), s);
+            assert_eq!(GoDuration::parse(s).unwrap().0, d);
+        }
+    }
+
+    #[test]
+    fn durations_accept_nanoseconds_and_strings() {
+        #[derive(Deserialize)]
+        struct T {
+            d: GoDuration,
+        }
+        let t: T = serde_json::from_str(r#"{"d": 30000000000}"#).unwrap();
+        assert_eq!(t.d.0, Duration::from_secs(30));
+        let t: T = serde_json::from_str(r#"{"d": "24h"}"#).unwrap();
+        assert_eq!(t.d.0, Duration::from_secs(86400));
+        assert!(serde_json::from_str::<T>(r#"{"d": "abc"}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"d": -1}"#).is_err());
+    }
+
+    #[test]
+    fn defaults_validate() {
+        P2pConfig::default().validate("p2p").unwrap();
+        A2aConfig::default().validate("a2a").unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_paths() {
+        let c = P2pConfig {
+            bootstrap_peers: vec!["/ip4/127.0.0.1/tcp/1".into(), "nope".into()],
+            min_trust_score: 0.0,
+            zkp: ZkpConfig {
+                max_credential_age: GoDuration(Duration::ZERO),
+            },
+            revoked_dids: vec!["did:lango:ZZ".into()],
+            ..P2pConfig::default()
+        };
+        let problems = c.validate("p2p").unwrap_err().join("\n");
+        for needle in [
+            "p2p.bootstrapPeers: \"/ip4/127.0.0.1/tcp/1\" must end in /p2p/",
+            "p2p.bootstrapPeers: \"nope\" is not a multiaddr",
+            "p2p.minTrustScore",
+            "p2p.zkp.maxCredentialAge: must be greater than 0",
+            "p2p.revokedDids",
+        ] {
+            assert!(
+                problems.contains(needle),
+                "{needle} missing in:\n{problems}"
+            );
+        }
+    }
+}
