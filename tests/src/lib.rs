@@ -297,3 +297,159 @@ impl component::SqlcipherClient {
         serde_json::from_slice(&out.stdout).expect("SQLCipher client output")
     }
 }
+
+/// A `lango-node serve` process, stopped with SIGTERM on drop.
+pub struct Serving {
+    child: std::process::Child,
+    /// The `started` JSON line `serve --json` printed.
+    pub started: serde_json::Value,
+    stderr_path: PathBuf,
+}
+
+impl Node {
+    /// A data directory prepared for non-interactive `serve`: a keyfile (kept), no OS keyring,
+    /// the node listening on 127.0.0.1 (TCP and QUIC, ephemeral ports), gossip every second.
+    /// `extra` is appended to config.toml (TOML; may reopen `[p2p]` keys via dotted names).
+    pub fn for_serve(p2p_extra: &str, extra: &str) -> Self {
+        let n = Self::new();
+        n.keyfile("correct horse battery staple");
+        std::fs::write(
+            n.data_dir().join("config.toml"),
+            format!(
+                "[security.passphrase]\nkeepKeyfile = true\n[security.keyring]\nenabled = false\n\
+                 [p2p]\nlistenAddrs = [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\"]\n\
+                 gossipInterval = \"1s\"\n{p2p_extra}\n{extra}\n"
+            ),
+        )
+        .unwrap();
+        n
+    }
+
+    /// Starts `lango-node serve --json` and waits (at most 90 s) for its `started` line.
+    pub fn serve(&self) -> Serving {
+        use std::io::BufRead;
+        let stderr_path = self.data_dir().join(format!(
+            "serve-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let err = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = self
+            .cmd()
+            .args(["--json", "-v", "serve"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("spawn lango-node serve");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(out).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(std::time::Duration::from_secs(90)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "serve did not start:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+        };
+        let started: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("serve printed {line:?}: {e}");
+            }
+        };
+        Serving {
+            child,
+            started,
+            stderr_path,
+        }
+    }
+}
+
+impl Serving {
+    /// The node's peer ID.
+    pub fn peer_id(&self) -> &str {
+        self.started["peerId"].as_str().unwrap()
+    }
+
+    /// The node's DID.
+    pub fn did(&self) -> &str {
+        self.started["did"].as_str().unwrap()
+    }
+
+    /// The node's TCP listen address with `/p2p/<peer-id>`.
+    pub fn tcp_addr(&self) -> String {
+        let a = self.started["listenAddrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.as_str())
+            .find(|a| a.contains("/tcp/"))
+            .unwrap()
+            .to_owned();
+        format!("{a}/p2p/{}", self.peer_id())
+    }
+
+    /// What the node logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (at most 30 s) for a clean exit; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// Polls `f` every 250 ms until it returns `Some` or `secs` pass.
+pub fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}

@@ -67,6 +67,21 @@ pub enum Command {
     #[command(subcommand)]
     Security(SecurityCommand),
 
+    /// Run the node: unlock the keys, join the network, publish this agent's card, and serve
+    /// the local admin socket until Ctrl-C or SIGTERM.
+    ///
+    /// On first start in an empty data directory it creates the vault (asking for a new
+    /// passphrase, or using the OS keyring or keyfile when configured), the node key and the
+    /// wallet key. It prints the peer ID and DID once it listens.
+    ///
+    /// Example: lango-node serve
+    Serve,
+
+    /// The P2P node: identity, peers, discovery, reputation and revocation. Commands that
+    /// show or change live state act on the running node through its admin socket.
+    #[command(subcommand)]
+    P2p(P2pCommand),
+
     /// Print a shell completion script.
     ///
     /// Example: lango-node completions bash > /etc/bash_completion.d/lango-node
@@ -180,4 +195,51 @@ pub enum KeyringCommand {
     },
     /// Show whether the OS keyring is reachable and holds an unlock key (read-only).
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum P2pCommand {
+    /// Show this node's peer ID, DID, where its key is kept and its listen addresses.
+    /// Works without a running node (unlocks the vault to read the keys).
+    Identity,
+    /// Show the running node's status: connections, cards, refused cards and peers.
+    Status,
+    /// List the peers the running node is connected to.
+    Peers,
+    /// Connect the running node to a peer (transport only, no handshake).
+    ///
+    /// Example: lango-node p2p connect /ip4/192.0.2.7/tcp/9000/p2p/12D3KooW...
+    Connect {
+        /// Multiaddr ending in /p2p/<peer-id>.
+        multiaddr: String,
+    },
+    /// Close every connection of the running node to a peer.
+    Disconnect {
+        /// The peer ID.
+        peer_id: String,
+    },
+    /// List agents whose cards the running node has accepted.
+    Discover {
+        /// Only agents announcing this capability.
+        #[arg(long, value_name = "CAPABILITY")]
+        tag: Option<String>,
+    },
+    /// Show a peer's reputation, or every known peer's when no DID is given.
+    Reputation {
+        /// The peer's DID.
+        did: Option<String>,
+        /// The peer's DID (the Go CLI's spelling).
+        #[arg(long = "peer-did", value_name = "DID", conflicts_with = "did")]
+        peer_did: Option<String>,
+    },
+    /// Revoke a DID: its card is deleted and the node refuses it everywhere. Persisted.
+    Revoke {
+        /// The DID to revoke.
+        did: String,
+        /// Why (kept with the revocation).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// List revoked DIDs (from the configuration and from `p2p revoke`).
+    Revocations,
 }

@@ -35,6 +35,10 @@ pub struct NodeConfig {
     pub log: LogConfig,
     /// `security`: keys at rest.
     pub security: SecurityConfig,
+    /// `p2p` (lango-p2p): the node on the network.
+    pub p2p: lango_p2p::config::P2pConfig,
+    /// `a2a` (lango-p2p): how this agent describes itself on its card.
+    pub a2a: lango_p2p::config::A2aConfig,
 }
 
 /// Log output format.
@@ -128,7 +132,18 @@ pub struct Deprecation {
 
 /// Deprecated keys of every section. Their values are accepted (and, where a section still
 /// needs them, read) but never written by `config init`.
-pub const DEPRECATED: &[Deprecation] = &[];
+pub const DEPRECATED: &[Deprecation] = &[
+    Deprecation {
+        path: "p2p.keyDir",
+        advice: "the node key lives in the encrypted secrets store; this directory is only read \
+                 to migrate a legacy node.key (and used as the key file location when there is \
+                 no secrets store)",
+    },
+    Deprecation {
+        path: "p2p.nodeKeyName",
+        advice: "ignored: the node key's secret name is always p2p.node.privatekey",
+    },
+];
 
 /// What went wrong while loading.
 #[derive(Debug, thiserror::Error)]
@@ -265,9 +280,11 @@ pub fn from_table(
 /// Runs every section's `validate()`, collecting all problems.
 pub fn validate(c: &NodeConfig) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
-    let checks: [Result<(), Vec<String>>; 2] = [
+    let checks: [Result<(), Vec<String>>; 4] = [
         c.log.validate("log"),
         c.security.kdf.validate("security.kdf"),
+        c.p2p.validate("p2p"),
+        c.a2a.validate("a2a"),
     ];
     for r in checks {
         if let Err(p) = r {

@@ -2,6 +2,7 @@
 //! configuration, sets up logging and hands each command to the crate that owns the work.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod cli;
 mod commands;
 mod config;

@@ -1,7 +1,9 @@
 //! Command dispatch. Each module turns one command group into calls on the crates.
 
 mod config;
+pub mod p2p;
 pub mod security;
+pub mod serve;
 
 use std::process::ExitCode;
 
@@ -20,6 +22,11 @@ pub fn run(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::Security(c) => {
             ctx.init_logging("warn", crate::config::LogFormat::Text);
             security::run(ctx, c)
+        }
+        Command::Serve => serve::run(ctx),
+        Command::P2p(c) => {
+            ctx.init_logging("warn", crate::config::LogFormat::Text);
+            p2p::run(ctx, c)
         }
         Command::Completions { shell } => {
             let mut cmd = crate::cli::Cli::command();

@@ -1,0 +1,417 @@
+//! `lango-node p2p …`: the operator's view of the node on the network (handshake spec §5,
+//! protocol spec §5.7–5.8). Live state comes from the running node through the admin socket;
+//! identity, reputation and revocations are read from the vault when no node runs.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use lango_p2p::{
+    identity,
+    reputation::{Record, Reputation},
+    revocation::Revocations,
+};
+use lango_secrets::{UnlockOptions, Vault};
+use serde_json::{Value, json};
+
+use crate::{
+    admin::{self, Request},
+    cli::P2pCommand,
+    commands::{security::open_vault, serve::require_enabled},
+    config::NodeConfig,
+    context::Context,
+    output,
+};
+
+pub fn run(ctx: &Context, cmd: P2pCommand) -> Result<ExitCode> {
+    let config = ctx.load_config()?.config;
+    crate::hardening::apply();
+    // Reputation reads the local database and works with networking off (§5.7).
+    if !matches!(cmd, P2pCommand::Reputation { .. }) {
+        require_enabled(&config)?;
+    }
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(async move {
+        match cmd {
+            P2pCommand::Identity => identity_cmd(ctx, &config).await,
+            P2pCommand::Status => status(ctx).await,
+            P2pCommand::Peers => peers(ctx).await,
+            P2pCommand::Connect { multiaddr } => {
+                let v =
+                    admin::require(&ctx.data_dir, &Request::Connect { addr: multiaddr }).await?;
+                print_or_json(ctx, &v, |v| {
+                    output::line(format!("Connected to peer {}", str_of(v, "peerId")))
+                })
+            }
+            P2pCommand::Disconnect { peer_id } => {
+                let v =
+                    admin::require(&ctx.data_dir, &Request::Disconnect { peer: peer_id }).await?;
+                print_or_json(ctx, &v, |v| {
+                    output::line(format!("Disconnected from peer {}", str_of(v, "peerId")))
+                })
+            }
+            P2pCommand::Discover { tag } => discover(ctx, tag).await,
+            P2pCommand::Reputation { did, peer_did } => {
+                reputation(ctx, &config, did.or(peer_did)).await
+            }
+            P2pCommand::Revoke { did, reason } => revoke(ctx, &config, did, reason).await,
+            P2pCommand::Revocations => revocations(ctx, &config).await,
+        }
+    })
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn strings_of(v: &Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn print_or_json(ctx: &Context, v: &Value, text: impl FnOnce(&Value)) -> Result<ExitCode> {
+    if ctx.json {
+        output::json(v)?;
+    } else {
+        text(v);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Unlocks the vault (no creation) and makes sure this crate's tables exist.
+async fn open_local(ctx: &Context, config: &NodeConfig) -> Result<Vault> {
+    let vault = open_vault(ctx, config, UnlockOptions::default()).await?;
+    lango_p2p::migrate(vault.database()?).await?;
+    Ok(vault)
+}
+
+async fn identity_cmd(ctx: &Context, config: &NodeConfig) -> Result<ExitCode> {
+    let v = match admin::request(&ctx.data_dir, &Request::Identity).await? {
+        Some(v) => v,
+        None => {
+            let vault = open_local(ctx, config).await?;
+            let r = local_identity(ctx, config, &vault).await;
+            vault.close().await;
+            r?
+        }
+    };
+    print_or_json(ctx, &v, |v| {
+        output::line("P2P Identity");
+        output::line(format!("  Peer ID:      {}", str_of(v, "peerId")));
+        if let Some(did) = v.get("did").and_then(Value::as_str) {
+            output::line(format!("  DID:          {did}"));
+        }
+        output::line(format!("  Key Storage:  {}", str_of(v, "keyStorage")));
+        output::line("  Listen Addrs:");
+        for a in strings_of(v, "listenAddrs") {
+            output::line(format!("    {a}"));
+        }
+    })
+}
+
+async fn local_identity(ctx: &Context, config: &NodeConfig, vault: &Vault) -> Result<Value> {
+    let p2p = &config.p2p;
+    let store = vault.secrets()?;
+    let key_dir = identity::key_dir(p2p.key_dir.as_deref(), &ctx.data_dir);
+    let ident = identity::load_node_key(Some(&store), &key_dir).await?;
+    let (wallet, _) = identity::load_or_create_wallet(&store).await?;
+    Ok(json!({
+        "peerId": ident.key.peer_id(),
+        "did": wallet.did().to_string(),
+        "keyStorage": ident.storage,
+        "keyOrigin": ident.origin,
+        "listenAddrs": p2p.listen_addrs,
+    }))
+}
+
+async fn status(ctx: &Context) -> Result<ExitCode> {
+    let v = admin::require(&ctx.data_dir, &Request::Status).await?;
+    print_or_json(ctx, &v, |v| {
+        let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let b = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+        output::line("P2P Node Status");
+        output::line(format!("  Peer ID:          {}", str_of(v, "peerId")));
+        output::line(format!(
+            "  Listen Addrs:     [{}]",
+            strings_of(v, "listenAddrs").join(" ")
+        ));
+        output::line(format!(
+            "  Connected Peers:  {} / {}",
+            n("connectedPeers"),
+            n("maxPeers")
+        ));
+        output::line(format!("  mDNS:             {}", b("mdns")));
+        output::line(format!("  Relay:            {}", b("relay")));
+        output::line(format!("  ZK Handshake:     {}", b("zkHandshake")));
+        if let Some(did) = v.get("did").and_then(Value::as_str) {
+            output::line(format!("  DID:              {did}"));
+        }
+        output::line(format!("  Known Cards:      {}", n("knownCards")));
+        output::line(format!("  Cards Accepted:   {}", n("cardsAccepted")));
+        let rejected: Vec<String> = v
+            .get("cardsRejected")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, c)| format!("{k}={}", c.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        output::line(format!(
+            "  Cards Rejected:   {}{}",
+            rejected.len(),
+            if rejected.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", rejected.join(", "))
+            }
+        ));
+        output::line(format!("  Bootstrap Refused: {}", n("bootstrapRefused")));
+        output::line(format!("  Routing Table:    {}", n("routingTablePeers")));
+    })
+}
+
+async fn peers(ctx: &Context) -> Result<ExitCode> {
+    let v = admin::require(&ctx.data_dir, &Request::Peers).await?;
+    print_or_json(ctx, &v, |v| {
+        let list = v.as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            output::line("No connected peers.");
+            return;
+        }
+        let mut rows = vec![vec!["PEER ID".to_owned(), "ADDRESS".to_owned()]];
+        for p in &list {
+            let first = strings_of(p, "addrs")
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            rows.push(vec![str_of(p, "peerId").to_owned(), first]);
+        }
+        output::table(&rows);
+    })
+}
+
+async fn discover(ctx: &Context, tag: Option<String>) -> Result<ExitCode> {
+    let v = admin::require(&ctx.data_dir, &Request::Discover { tag }).await?;
+    print_or_json(ctx, &v, |v| {
+        let list = v.as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            output::line("No agents discovered. Try connecting to bootstrap peers first.");
+            return;
+        }
+        let mut rows = vec![
+            ["NAME", "DID", "CAPABILITIES", "PEER ID", "VERIFIED"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
+        for c in &list {
+            let verified = c.get("verified").and_then(Value::as_bool).unwrap_or(false);
+            rows.push(vec![
+                str_of(c, "name").to_owned(),
+                str_of(c, "did").to_owned(),
+                strings_of(c, "capabilities").join(", "),
+                str_of(c, "peerId").to_owned(),
+                if verified { "yes" } else { "no" }.to_owned(),
+            ]);
+        }
+        output::table(&rows);
+    })
+}
+
+/// A reputation record in the CLI's JSON layout (§5.7).
+pub fn reputation_json(r: &Record) -> Value {
+    json!({
+        "peerDid": r.peer_did,
+        "trustScore": r.trust_score,
+        "successfulExchanges": r.successes,
+        "failedExchanges": r.failures,
+        "timeoutCount": r.timeouts,
+        "firstSeen": rfc3339(r.first_seen),
+        "lastInteraction": rfc3339(r.last_interaction),
+    })
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn local_seconds(s: &str) -> String {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| {
+            let t = t.to_offset(crate::local_offset());
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        })
+        .unwrap_or_else(|_| s.to_owned())
+}
+
+async fn reputation(ctx: &Context, config: &NodeConfig, did: Option<String>) -> Result<ExitCode> {
+    let Some(did) = did else {
+        return reputation_all(ctx, config).await;
+    };
+    let v = match admin::request(&ctx.data_dir, &Request::Reputation { did: did.clone() }).await? {
+        Some(v) => v,
+        None => {
+            let vault = open_local(ctx, config).await?;
+            let rep = Reputation::new(vault.database()?.pool().clone(), config.p2p.min_trust_score);
+            let r = rep.details(&did).await;
+            vault.close().await;
+            r?.as_ref().map_or(Value::Null, reputation_json)
+        }
+    };
+    if v.is_null() {
+        if ctx.json {
+            output::json(&json!({
+                "message": "no reputation record found",
+                "peerDid": did,
+                "trustScore": 0,
+            }))?;
+        } else {
+            output::line(format!("No reputation record found for {did}"));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_or_json(ctx, &v, |v| {
+        let n = |k: &str| v.get(k).and_then(Value::as_i64).unwrap_or(0);
+        output::line("Peer Reputation");
+        output::line(format!("  Peer DID:          {}", str_of(v, "peerDid")));
+        output::line(format!(
+            "  Trust Score:       {:.4}",
+            v.get("trustScore").and_then(Value::as_f64).unwrap_or(0.0)
+        ));
+        output::line(format!("  Successes:         {}", n("successfulExchanges")));
+        output::line(format!("  Failures:          {}", n("failedExchanges")));
+        output::line(format!("  Timeouts:          {}", n("timeoutCount")));
+        output::line(format!(
+            "  First Seen:        {}",
+            local_seconds(str_of(v, "firstSeen"))
+        ));
+        output::line(format!(
+            "  Last Interaction:  {}",
+            local_seconds(str_of(v, "lastInteraction"))
+        ));
+    })
+}
+
+async fn reputation_all(ctx: &Context, config: &NodeConfig) -> Result<ExitCode> {
+    let vault = open_local(ctx, config).await?;
+    let rep = Reputation::new(vault.database()?.pool().clone(), config.p2p.min_trust_score);
+    let records = rep.list(1000).await;
+    vault.close().await;
+    let records = records?;
+    let v = Value::Array(records.iter().map(reputation_json).collect());
+    print_or_json(ctx, &v, |_| {
+        if records.is_empty() {
+            output::line("No reputation records.");
+            return;
+        }
+        let mut rows = vec![
+            ["PEER DID", "SCORE", "SUCCESSES", "FAILURES", "TIMEOUTS"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
+        for r in &records {
+            rows.push(vec![
+                r.peer_did.clone(),
+                format!("{:.4}", r.trust_score),
+                r.successes.to_string(),
+                r.failures.to_string(),
+                r.timeouts.to_string(),
+            ]);
+        }
+        output::table(&rows);
+    })
+}
+
+async fn revoke(
+    ctx: &Context,
+    config: &NodeConfig,
+    did: String,
+    reason: String,
+) -> Result<ExitCode> {
+    let req = Request::Revoke {
+        did: did.clone(),
+        reason: reason.clone(),
+    };
+    let (v, live) = match admin::request(&ctx.data_dir, &req).await? {
+        Some(v) => (v, true),
+        None => {
+            let vault = open_local(ctx, config).await?;
+            let revs =
+                Revocations::load(vault.database()?.pool().clone(), &config.p2p.revoked_dids).await;
+            let r = match revs {
+                Ok(revs) => revs
+                    .revoke(&did, &reason)
+                    .await
+                    .map_err(anyhow::Error::from),
+                Err(e) => Err(e.into()),
+            };
+            vault.close().await;
+            (json!({ "did": did, "newlyRevoked": r? }), false)
+        }
+    };
+    print_or_json(ctx, &v, |v| {
+        let new = v
+            .get("newlyRevoked")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if new {
+            output::line(format!("Revoked {did}."));
+        } else {
+            output::line(format!("{did} was already revoked."));
+        }
+        if !live {
+            output::note("No node is running; the revocation applies when it starts.");
+        }
+    })
+}
+
+async fn revocations(ctx: &Context, config: &NodeConfig) -> Result<ExitCode> {
+    let v = match admin::request(&ctx.data_dir, &Request::Revocations).await? {
+        Some(v) => v,
+        None => {
+            let vault = open_local(ctx, config).await?;
+            let revs =
+                Revocations::load(vault.database()?.pool().clone(), &config.p2p.revoked_dids).await;
+            vault.close().await;
+            serde_json::to_value(revs?.list())?
+        }
+    };
+    print_or_json(ctx, &v, |v| {
+        let list = v.as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            output::line("No revoked DIDs.");
+            return;
+        }
+        let mut rows = vec![
+            ["DID", "SOURCE", "REVOKED", "REASON"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
+        for r in &list {
+            rows.push(vec![
+                str_of(r, "did").to_owned(),
+                str_of(r, "source").to_owned(),
+                r.get("revokedAt")
+                    .and_then(Value::as_str)
+                    .map(local_seconds)
+                    .unwrap_or_else(|| "-".into()),
+                str_of(r, "reason").to_owned(),
+            ]);
+        }
+        output::table(&rows);
+    })
+}

@@ -1,0 +1,256 @@
+//! `lango-node serve`: unlock, join the network, serve the admin socket, stop on a signal.
+
+use std::{process::ExitCode, sync::Arc};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use lango_p2p::{
+    identity::{self, KeyOrigin, KeyStorage},
+    node::{self, NodeHandle, NodeOptions},
+    reputation::Reputation,
+    revocation::Revocations,
+};
+use lango_secrets::UnlockOptions;
+use serde_json::{Value, json};
+
+use crate::{
+    admin::{self, Request},
+    commands::security::open_vault,
+    config::NodeConfig,
+    context::Context,
+    output,
+};
+
+/// Runs the node until Ctrl-C or SIGTERM.
+pub fn run(ctx: &Context) -> Result<ExitCode> {
+    let loaded = ctx.load_config()?;
+    let config = loaded.config;
+    ctx.init_logging(&config.log.level, config.log.format);
+    for w in &loaded.warnings {
+        tracing::warn!(event = "config_warning", "{w}");
+    }
+    crate::hardening::apply();
+    require_enabled(&config)?;
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(serve(ctx, config))
+}
+
+/// The `p2p.enabled` gate every P2P command shares.
+pub fn require_enabled(config: &NodeConfig) -> Result<()> {
+    if config.p2p.enabled {
+        Ok(())
+    } else {
+        bail!("P2P networking is not enabled (set p2p.enabled = true)")
+    }
+}
+
+/// What the admin socket serves: the running node and the stores it shares.
+pub struct Services {
+    node: NodeHandle,
+    reputation: Reputation,
+    revocations: Revocations,
+    key_storage: KeyStorage,
+    key_origin: KeyOrigin,
+}
+
+impl Services {
+    async fn identity(&self) -> Result<Value> {
+        let status = self.node.status().await?;
+        Ok(json!({
+            "peerId": status.peer_id,
+            "did": status.did,
+            "keyStorage": self.key_storage,
+            "keyOrigin": self.key_origin,
+            "listenAddrs": status.listen_addrs,
+        }))
+    }
+}
+
+/// A card as the CLI shows it: the card's own fields plus `verified`.
+pub fn card_json(stored: &lango_p2p::card::StoredCard) -> Value {
+    let mut v: Value = serde_json::from_slice(&stored.card.to_wire()).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("verified".into(), Value::Bool(stored.verified));
+    }
+    v
+}
+
+impl admin::Handler for Services {
+    async fn handle(&self, req: Request) -> Result<Value> {
+        match req {
+            Request::Identity => self.identity().await,
+            Request::Status => Ok(serde_json::to_value(self.node.status().await?)?),
+            Request::Peers => Ok(serde_json::to_value(self.node.peers().await?)?),
+            Request::Connect { addr } => {
+                let ma: libp2p::Multiaddr =
+                    addr.parse().map_err(|e| anyhow!("parse multiaddr: {e}"))?;
+                if lango_p2p::peer_id_of_addr(&ma).is_none() {
+                    bail!("parse peer info: the address must end in /p2p/<peer-id>");
+                }
+                let peer = tokio::time::timeout(node::DIAL_TIMEOUT, self.node.connect(ma))
+                    .await
+                    .map_err(|_| anyhow!("connect: timed out after {:?}", node::DIAL_TIMEOUT))??;
+                Ok(json!({ "peerId": peer.to_string() }))
+            }
+            Request::Disconnect { peer } => {
+                let id: libp2p::PeerId = peer.parse().map_err(|e| anyhow!("parse peer ID: {e}"))?;
+                let was = self.node.disconnect(id).await?;
+                Ok(json!({ "peerId": id.to_string(), "wasConnected": was }))
+            }
+            Request::Discover { tag } => {
+                let cards = self.node.cards(tag).await?;
+                Ok(Value::Array(cards.iter().map(card_json).collect()))
+            }
+            Request::Reputation { did } => {
+                let rec = self.reputation.details(&did).await?;
+                Ok(match rec {
+                    Some(r) => crate::commands::p2p::reputation_json(&r),
+                    None => Value::Null,
+                })
+            }
+            Request::Revoke { did, reason } => {
+                let new = self.revocations.revoke(&did, &reason).await?;
+                Ok(json!({ "did": did, "newlyRevoked": new }))
+            }
+            Request::Revocations => Ok(serde_json::to_value(self.revocations.list())?),
+        }
+    }
+}
+
+async fn wait_for_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+async fn serve(ctx: &Context, config: NodeConfig) -> Result<ExitCode> {
+    let p2p = config.p2p.clone();
+    let vault = open_vault(
+        ctx,
+        &config,
+        UnlockOptions {
+            allow_create: true,
+            ..UnlockOptions::default()
+        },
+    )
+    .await?;
+    let result = run_node(ctx, &config, &vault, p2p).await;
+    vault.close().await;
+    result
+}
+
+async fn run_node(
+    ctx: &Context,
+    config: &NodeConfig,
+    vault: &lango_secrets::Vault,
+    p2p: lango_p2p::config::P2pConfig,
+) -> Result<ExitCode> {
+    let db = vault.database()?;
+    lango_p2p::migrate(db).await?;
+    let pool = db.pool().clone();
+    let revocations = Revocations::load(pool.clone(), &p2p.revoked_dids).await?;
+    let reputation = Reputation::new(pool, p2p.min_trust_score);
+    let store = vault.secrets()?;
+    let key_dir = identity::key_dir(p2p.key_dir.as_deref(), &ctx.data_dir);
+    let ident = identity::load_node_key(Some(&store), &key_dir).await?;
+    let (wallet, wallet_created) = identity::load_or_create_wallet(&store).await?;
+    let keypair = identity::libp2p_keypair(&ident.key)?;
+    let wallet = Arc::new(wallet);
+    let node = node::start(NodeOptions {
+        p2p,
+        a2a: config.a2a.clone(),
+        keypair,
+        key_storage: ident.storage,
+        wallet: Some(wallet.clone()),
+        revocations: revocations.clone(),
+        credential_verifier: None,
+    })
+    .await?;
+    let server = match admin::Server::bind(&ctx.data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = node.shutdown().await;
+            return Err(e);
+        }
+    };
+    let status = node.status().await?;
+    let did = wallet.did().to_string();
+    if ctx.json {
+        // One compact line: a long-running process prints JSON Lines.
+        output::line(serde_json::to_string(&json!({
+            "event": "started",
+            "peerId": status.peer_id,
+            "did": did,
+            "keyStorage": ident.storage,
+            "keyOrigin": ident.origin,
+            "walletCreated": wallet_created,
+            "listenAddrs": status.listen_addrs,
+            "adminSocket": admin::socket_path(&ctx.data_dir),
+        }))?);
+    } else {
+        output::line("lango node running");
+        output::line(format!("  Peer ID:      {}", status.peer_id));
+        output::line(format!("  DID:          {did}"));
+        output::line(format!(
+            "  Key Storage:  {} ({})",
+            ident.storage.as_str(),
+            origin_text(ident.origin)
+        ));
+        output::line("  Listen Addrs:");
+        for a in &status.listen_addrs {
+            output::line(format!("    {a}/p2p/{}", status.peer_id));
+        }
+        output::line(format!(
+            "  Admin Socket: {}",
+            admin::socket_path(&ctx.data_dir).display()
+        ));
+        output::line("Press Ctrl-C to stop.");
+    }
+    tracing::info!(event = "node_started", peer_id = %status.peer_id, did = %did, "node started");
+
+    let services = Arc::new(Services {
+        node: node.clone(),
+        reputation: reputation.clone(),
+        revocations,
+        key_storage: ident.storage,
+        key_origin: ident.origin,
+    });
+    let admin_task = tokio::spawn(server.run(services));
+    let mut drops = reputation.subscribe_drops();
+    let drops_task = tokio::spawn(async move {
+        while let Ok(d) = drops.recv().await {
+            tracing::warn!(event = "reputation_drop", peer_did = %d.peer_did, score = d.score,
+                threshold = d.threshold, "peer reputation fell below the trust threshold");
+        }
+    });
+
+    let signal = wait_for_signal().await?;
+    tracing::info!(event = "node_stopping", signal, "stopping");
+    admin_task.abort();
+    drops_task.abort();
+    let _ = admin_task.await;
+    if let Err(e) = node.shutdown().await {
+        tracing::warn!(error = %e, "node did not stop cleanly");
+    }
+    if !ctx.json {
+        output::note("Stopped.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Words for where the node key came from this start.
+pub fn origin_text(o: KeyOrigin) -> &'static str {
+    match o {
+        KeyOrigin::Stored => "loaded",
+        KeyOrigin::Generated => "generated now",
+        KeyOrigin::Migrated => "migrated from the legacy node.key, file deleted",
+        KeyOrigin::MigratedFileKept => {
+            "migrated from the legacy node.key; the file could not be removed"
+        }
+        KeyOrigin::MigrationPending => "read from the legacy node.key; migration will be retried",
+        KeyOrigin::File => "read from the key file",
+    }
+}
