@@ -7,6 +7,8 @@
 //!   `/ipfs/kad/1.0.0` Kademlia in server mode for peer routing, and gossipsub 1.1 with strict
 //!   signing: each message carries its author's peer ID and signature, and unsigned or
 //!   mis-signed messages are dropped by the library before this code sees them.
+//! - Raw streams for the protocols layered on top (the handshake, A2A): [`NodeHandle::streams`]
+//!   opens a stream to a peer for a protocol ID or accepts the inbound streams of one.
 //! - Agent cards travel on the topic `/lango/agentcard/1.0.0` ([`crate::card`]). A received
 //!   card is validated before gossipsub forwards it: rejected cards are reported to gossipsub
 //!   as invalid (the sender's score drops and the card goes no further), stale repeats are
@@ -69,15 +71,16 @@ struct Behaviour {
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     gossipsub: gossipsub::Behaviour,
+    streams: libp2p_stream::Behaviour,
 }
 
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum BehaviourEvent {
     Identify(identify::Event),
-    Ping,
-    Kad,
     Gossipsub(gossipsub::Event),
+    /// Ping, Kademlia and stream events: the behaviours act on them themselves.
+    Ignored,
 }
 
 impl From<std::convert::Infallible> for BehaviourEvent {
@@ -92,12 +95,17 @@ impl From<identify::Event> for BehaviourEvent {
 }
 impl From<ping::Event> for BehaviourEvent {
     fn from(_: ping::Event) -> Self {
-        Self::Ping
+        Self::Ignored
     }
 }
 impl From<kad::Event> for BehaviourEvent {
     fn from(_: kad::Event) -> Self {
-        Self::Kad
+        Self::Ignored
+    }
+}
+impl From<()> for BehaviourEvent {
+    fn from((): ()) -> Self {
+        Self::Ignored
     }
 }
 impl From<gossipsub::Event> for BehaviourEvent {
@@ -187,6 +195,7 @@ pub struct NodeHandle {
     peer_id: PeerId,
     did: Option<Did>,
     revocations: Revocations,
+    streams: libp2p_stream::Control,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -206,6 +215,13 @@ impl NodeHandle {
     /// The agent's DID, when a wallet is loaded.
     pub fn did(&self) -> Option<&Did> {
         self.did.as_ref()
+    }
+
+    /// Opens and accepts raw streams on this node's connections, one protocol ID each. The
+    /// handshake and A2A protocols run over these; a protocol accepted here is announced to
+    /// peers through identify.
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.streams.clone()
     }
 
     /// The revocation list the node enforces.
@@ -310,6 +326,7 @@ fn build_swarm(opts: &NodeOptions) -> Result<Swarm<Behaviour>> {
                 ping: ping::Behaviour::new(ping::Config::new()),
                 kad,
                 gossipsub,
+                streams: libp2p_stream::Behaviour::new(),
             })
         })
         .map_err(|e| net_err("behaviour", e))?
@@ -375,6 +392,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle> {
     }
 
     let peer_id = *swarm.local_peer_id();
+    let streams = swarm.behaviour().streams.new_control();
     let did = opts.wallet.as_ref().map(|w| w.did());
     let policy = CardPolicy {
         card_ttl: opts.p2p.discovery.card_ttl.0,
@@ -432,6 +450,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle> {
         peer_id,
         did,
         revocations,
+        streams,
     })
 }
 
