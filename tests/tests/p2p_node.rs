@@ -237,6 +237,23 @@ fn legacy_node_key_is_migrated_and_the_identity_survives_restarts() {
     let did = s.did().to_owned();
     assert!(s.stop().success());
 
+    // Reputation reads the local database when no node runs (nothing recorded yet).
+    let o = n.run(&["p2p", "reputation", &did]);
+    assert_eq!(
+        stdout(&o),
+        format!("No reputation record found for {did}\n")
+    );
+    let v = json_of(&n.run(&["--json", "p2p", "reputation", "--peer-did", &did]));
+    assert_eq!(v["message"], "no reputation record found");
+    assert_eq!(v["trustScore"], 0);
+    assert_eq!(
+        stdout(&n.run(&["p2p", "reputation"])),
+        "No reputation records.\n"
+    );
+    let o = n.run(&["p2p", "reputation", "did:lango:XYZ"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("invalid DID"), "{}", stderr(&o));
+
     // Without a node: identity from the store, same peer ID and DID.
     let v = json_of(&n.run(&["--json", "p2p", "identity"]));
     assert_eq!(v["peerId"], key.peer_id());

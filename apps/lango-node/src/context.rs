@@ -59,7 +59,15 @@ impl Context {
             (false, 1) => "debug",
             (false, _) => "trace",
         };
-        EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("warn"))
+        // libp2p's own crates are chatty at info (and warn about routine states such as
+        // an empty routing table); below -vv they only report errors, unless the level
+        // already names them.
+        let level = if self.verbose < 2 && !level.contains("libp2p") {
+            format!("{level},libp2p_swarm=error,libp2p_kad=error,libp2p_gossipsub=error")
+        } else {
+            level.to_owned()
+        };
+        EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("warn"))
     }
 
     /// Starts logging to stderr. Short commands log warnings only unless asked; `default`
@@ -68,6 +76,7 @@ impl Context {
         let builder = tracing_subscriber::fmt()
             .with_env_filter(self.filter(default))
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(self.verbose > 0);
         let _ = match format {
             config::LogFormat::Text => builder.try_init(),

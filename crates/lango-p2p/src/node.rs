@@ -58,6 +58,10 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often unconnected bootstrap peers are dialled again.
 const BOOTSTRAP_RETRY: Duration = Duration::from_secs(10);
+/// How often the Kademlia routing table is refreshed.
+const KAD_REFRESH: Duration = Duration::from_secs(300);
+/// Least time between two publications of the local card (new subscribers trigger one).
+const MIN_REPUBLISH: Duration = Duration::from_secs(1);
 /// Largest gossipsub message accepted (a card is at most 64 KiB; room for the envelope).
 const MAX_GOSSIP_BYTES: usize = 64 * 1024 + 2048;
 
@@ -302,6 +306,9 @@ fn build_swarm(opts: &NodeOptions) -> Result<Swarm<Behaviour>> {
             );
             let mut kad_config = kad::Config::new(kad::PROTOCOL_NAME);
             kad_config.set_query_timeout(Duration::from_secs(30));
+            // Bootstrapping is driven by the node (on connecting to a bootstrap peer and
+            // every KAD_REFRESH), so an isolated node does not warn every few seconds.
+            kad_config.set_periodic_bootstrap_interval(None);
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
                 kad::store::MemoryStore::new(peer_id),
@@ -435,6 +442,8 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle> {
         dials: HashMap::new(),
         connections: HashMap::new(),
         bootstrap_refused: 0,
+        bootstrap_backoff: HashMap::new(),
+        last_publish: None,
     };
     if opts.p2p.enable_mdns {
         tracing::warn!("p2p.enableMdns is set, but this node has no mDNS support; ignored");
@@ -471,6 +480,9 @@ struct NodeTask {
     /// Open connections per peer, oldest first, with their remote address.
     connections: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
     bootstrap_refused: u64,
+    /// Failed attempts and the next allowed dial, per bootstrap peer.
+    bootstrap_backoff: HashMap<PeerId, (u32, std::time::Instant)>,
+    last_publish: Option<std::time::Instant>,
 }
 
 impl NodeTask {
@@ -482,6 +494,8 @@ impl NodeTask {
         let mut gossip = tokio::time::interval(self.gossip_interval);
         let mut retry = tokio::time::interval(BOOTSTRAP_RETRY);
         retry.tick().await;
+        let mut kad_refresh = tokio::time::interval(KAD_REFRESH);
+        kad_refresh.tick().await;
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -502,6 +516,7 @@ impl NodeTask {
                     }
                 }
                 _ = retry.tick() => self.dial_bootstrap(),
+                _ = kad_refresh.tick() => self.kad_bootstrap(),
                 r = revoked.recv() => match r {
                     Ok(did) => {
                         if self.cards.remove(&did) {
@@ -526,14 +541,28 @@ impl NodeTask {
         }
     }
 
+    /// Dials the bootstrap peers that are not connected and are due: after each failed
+    /// attempt the wait doubles, from [`BOOTSTRAP_RETRY`] up to [`KAD_REFRESH`].
     fn dial_bootstrap(&mut self) {
+        let now = std::time::Instant::now();
         let targets: Vec<(PeerId, Multiaddr)> = self
             .bootstrap
             .iter()
             .filter(|(id, _)| !self.swarm.is_connected(id))
+            .filter(|(id, _)| {
+                self.bootstrap_backoff
+                    .get(id)
+                    .is_none_or(|(_, at)| *at <= now)
+            })
             .map(|(id, a)| (*id, a.clone()))
             .collect();
         for (id, addr) in targets {
+            let entry = self.bootstrap_backoff.entry(id).or_insert((0, now));
+            entry.0 = entry.0.saturating_add(1);
+            let wait = BOOTSTRAP_RETRY
+                .saturating_mul(1 << entry.0.saturating_sub(1).min(5))
+                .min(KAD_REFRESH);
+            entry.1 = now + wait;
             self.swarm
                 .behaviour_mut()
                 .kad
@@ -543,9 +572,11 @@ impl NodeTask {
                 tracing::debug!(peer = %id, error = %e, "bootstrap dial not started");
             }
         }
-        if !self.bootstrap.is_empty()
-            && let Err(e) = self.swarm.behaviour_mut().kad.bootstrap()
-        {
+    }
+
+    /// Refreshes the Kademlia routing table; a no-op while it is empty.
+    fn kad_bootstrap(&mut self) {
+        if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
             tracing::debug!(error = %e, "kademlia bootstrap not started");
         }
     }
@@ -572,6 +603,7 @@ impl NodeTask {
         let Some(card) = self.local_card() else {
             return;
         };
+        self.last_publish = Some(std::time::Instant::now());
         let topic = self.topic.clone();
         match self
             .swarm
@@ -712,6 +744,10 @@ impl NodeTask {
                     .entry(peer_id)
                     .or_default()
                     .push((connection_id, endpoint.get_remote_address().clone()));
+                if self.bootstrap.contains_key(&peer_id) {
+                    self.bootstrap_backoff.remove(&peer_id);
+                    self.kad_bootstrap();
+                }
                 if let Some((expected, reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(if expected == peer_id {
                         Ok(peer_id)
@@ -768,6 +804,17 @@ impl NodeTask {
                 for a in info.listen_addrs.into_iter().take(32) {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
                 }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
+                topic,
+                ..
+            })) if topic == self.topic.hash()
+                && self
+                    .last_publish
+                    .is_none_or(|t| t.elapsed() >= MIN_REPUBLISH) =>
+            {
+                // A newcomer gets our card now rather than at the next interval.
+                self.publish_card();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,

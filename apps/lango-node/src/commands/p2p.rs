@@ -223,6 +223,19 @@ async fn discover(ctx: &Context, tag: Option<String>) -> Result<ExitCode> {
     })
 }
 
+/// `p2p reputation --json` for a known peer, fields in the reference's order.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReputationView {
+    peer_did: String,
+    trust_score: f64,
+    successful_exchanges: i64,
+    failed_exchanges: i64,
+    timeout_count: i64,
+    first_seen: String,
+    last_interaction: String,
+}
+
 /// A reputation record in the CLI's JSON layout (§5.7).
 pub fn reputation_json(r: &Record) -> Value {
     json!({
@@ -262,6 +275,7 @@ async fn reputation(ctx: &Context, config: &NodeConfig, did: Option<String>) -> 
     let Some(did) = did else {
         return reputation_all(ctx, config).await;
     };
+    identity::canonical_did(&did)?;
     let v = match admin::request(&ctx.data_dir, &Request::Reputation { did: did.clone() }).await? {
         Some(v) => v,
         None => {
@@ -282,6 +296,12 @@ async fn reputation(ctx: &Context, config: &NodeConfig, did: Option<String>) -> 
         } else {
             output::line(format!("No reputation record found for {did}"));
         }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if ctx.json {
+        // The reference's field order (a Go struct), not the sorted order of a JSON map.
+        let view: ReputationView = serde_json::from_value(v)?;
+        output::json(&view)?;
         return Ok(ExitCode::SUCCESS);
     }
     print_or_json(ctx, &v, |v| {
