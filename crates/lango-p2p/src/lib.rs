@@ -23,6 +23,8 @@ pub mod identity;
 pub mod node;
 pub mod reputation;
 pub mod revocation;
+#[cfg(test)]
+mod test_support;
 
 pub use error::{Error, Result};
 

@@ -453,38 +453,17 @@ mod tests {
 
     use std::{collections::BTreeSet, time::Duration};
 
-    use lango_crypto::{SecretKey32, wallet::WalletKey};
-    use lango_store::{Database, Keying, OpenOptions, db::DEFAULT_PAGE_SIZE};
+    use lango_store::Database;
     use tempfile::TempDir;
     use tokio::sync::broadcast::error::TryRecvError;
 
     use super::*;
 
-    /// A fresh SQLCipher database in `dir`, migrated, with a pool of 8 connections.
     async fn open_db(dir: &TempDir) -> Database {
-        let key = SecretKey32::from_bytes([0x5a; 32]);
-        let db = Database::open(
-            &dir.path().join("reputation.db"),
-            Keying::RawKey {
-                key: &key,
-                page_size: DEFAULT_PAGE_SIZE,
-            },
-            OpenOptions {
-                create: true,
-                max_connections: 8,
-                ..OpenOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-        assert!(db.is_encrypted());
-        crate::migrate(&db).await.unwrap();
-        db
+        crate::test_support::open_db(dir.path(), "reputation.db", true).await
     }
 
-    fn did() -> String {
-        WalletKey::generate().unwrap().did().as_str().to_owned()
-    }
+    use crate::test_support::did;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12

@@ -333,41 +333,18 @@ impl Revocations {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use lango_crypto::{SecretKey32, wallet::WalletKey};
-    use lango_store::{Database, Keying, OpenOptions, db::DEFAULT_PAGE_SIZE};
+    use lango_crypto::wallet::WalletKey;
+    use lango_store::Database;
     use tempfile::TempDir;
     use tokio::sync::broadcast::error::TryRecvError;
 
     use super::*;
 
-    fn key() -> SecretKey32 {
-        SecretKey32::from_bytes([0x3c; 32])
-    }
-
     async fn open_db(dir: &TempDir, create: bool) -> Database {
-        let key = key();
-        let db = Database::open(
-            &dir.path().join("revocations.db"),
-            Keying::RawKey {
-                key: &key,
-                page_size: DEFAULT_PAGE_SIZE,
-            },
-            OpenOptions {
-                create,
-                max_connections: 8,
-                ..OpenOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-        assert!(db.is_encrypted());
-        crate::migrate(&db).await.unwrap();
-        db
+        crate::test_support::open_db(dir.path(), "revocations.db", create).await
     }
 
-    fn did() -> String {
-        WalletKey::generate().unwrap().did().as_str().to_owned()
-    }
+    use crate::test_support::did;
 
     async fn rows(db: &Database) -> Vec<(String, String)> {
         sqlx::query_as("SELECT did, reason FROM revoked_dids ORDER BY did")
