@@ -72,43 +72,7 @@ pub fn is_in_future(expires_at: i64, now: SystemTime) -> bool {
 /// Formats a duration the way Go's `time.Duration.String` does (`5m0s`, `1.5s`, `300ms`),
 /// for log parity with the reference error strings.
 pub fn go_duration(d: Duration) -> String {
-    fn frac(mut v: u128, digits: u32) -> String {
-        // `v` is the fractional part scaled by 10^digits; trailing zeros are trimmed.
-        let mut width = digits as usize;
-        while width > 0 && v.is_multiple_of(10) {
-            v /= 10;
-            width -= 1;
-        }
-        if width == 0 {
-            String::new()
-        } else {
-            format!(".{v:0width$}")
-        }
-    }
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".to_owned();
-    }
-    if ns < 1_000 {
-        return format!("{ns}ns");
-    }
-    if ns < 1_000_000 {
-        return format!("{}{}µs", ns / 1_000, frac(ns % 1_000, 3));
-    }
-    if ns < 1_000_000_000 {
-        return format!("{}{}ms", ns / 1_000_000, frac(ns % 1_000_000, 6));
-    }
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if h > 0 || m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    out.push_str(&format!("{s}{}s", frac(u128::from(d.subsec_nanos()), 9)));
-    out
+    lango_session::config::go_duration::format(d)
 }
 
 #[cfg(test)]

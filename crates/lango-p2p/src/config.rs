@@ -7,6 +7,7 @@
 
 use std::{fmt, time::Duration};
 
+use lango_session::config::go_duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A duration written in Go's syntax.
@@ -22,99 +23,18 @@ impl GoDuration {
     /// Parses Go's `time.ParseDuration` syntax. Negative durations are refused: no key of
     /// this node has a meaning for them.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let body = t.strip_prefix('+').unwrap_or(t);
-        if body.starts_with('-') {
+        if s.trim().starts_with('-') {
             return Err(format!("{s:?}: negative durations are not allowed"));
         }
-        if body == "0" {
-            return Ok(Self(Duration::ZERO));
-        }
-        if body.is_empty() {
-            return Err("empty duration".into());
-        }
-        let mut total: f64 = 0.0;
-        let mut rest = body;
-        while !rest.is_empty() {
-            let num_len = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(rest.len());
-            let (num, after) = rest.split_at(num_len);
-            if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-                return Err(format!(
-                    "{s:?} is not a duration (expected e.g. 30s, 5m, 1h30m)"
-                ));
-            }
-            let unit_len = after
-                .find(|c: char| c.is_ascii_digit() || c == '.')
-                .unwrap_or(after.len());
-            let (unit, next) = after.split_at(unit_len);
-            let scale = match unit {
-                "ns" => 1e-9,
-                "us" | "µs" | "μs" => 1e-6,
-                "ms" => 1e-3,
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                "" => {
-                    return Err(format!(
-                        "{s:?}: missing unit in duration (ns, us, ms, s, m, h)"
-                    ));
-                }
-                u => return Err(format!("{s:?}: unknown unit {u:?} in duration")),
-            };
-            let n: f64 = num
-                .parse()
-                .map_err(|_| format!("{s:?} is not a duration"))?;
-            total += n * scale;
-            rest = next;
-        }
-        if !total.is_finite() || total > 1e10 {
-            return Err(format!("{s:?} is out of range"));
-        }
-        Ok(Self(Duration::from_secs_f64(total)))
+        go_duration::parse(s).map(Self)
     }
 }
 
 impl fmt::Display for GoDuration {
     /// Go's `Duration.String()` form (`1h30m0s`, `300ms`, `0s`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = self.0;
-        if d.is_zero() {
-            return f.write_str("0s");
-        }
-        let total_ns = d.as_nanos();
-        if total_ns < 1_000 {
-            return write!(f, "{total_ns}ns");
-        }
-        if total_ns < 1_000_000 {
-            return write!(f, "{}us", trim_frac(total_ns, 1_000));
-        }
-        if total_ns < 1_000_000_000 {
-            return write!(f, "{}ms", trim_frac(total_ns, 1_000_000));
-        }
-        let secs = d.as_secs();
-        let (h, m) = (secs / 3600, (secs % 3600) / 60);
-        let s = trim_frac(total_ns % 60_000_000_000, 1_000_000_000);
-        if h > 0 {
-            write!(f, "{h}h{m}m{s}s")
-        } else if m > 0 {
-            write!(f, "{m}m{s}s")
-        } else {
-            write!(f, "{s}s")
-        }
+        f.write_str(&go_duration::format(self.0))
     }
-}
-
-fn trim_frac(value: u128, unit: u128) -> String {
-    let whole = value / unit;
-    let frac = value % unit;
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let width = unit.ilog10() as usize;
-    let digits = format!("{frac:0width$}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 impl Serialize for GoDuration {

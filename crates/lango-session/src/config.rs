@@ -140,10 +140,11 @@ pub(crate) fn effective_max_failures(raw: i64) -> u32 {
     }
 }
 
-/// Go durations for serde: Go's `time.ParseDuration` text or integer nanoseconds.
+/// Go durations: Go's `time.ParseDuration` text or integer nanoseconds, written back in
+/// `Duration.String()` form. Usable as `#[serde(with = "go_duration")]` on a `Duration`.
 /// Negative values are accepted and read as zero ("use the default"), as Go's `≤ 0` rules
-/// for these keys intend.
-pub(crate) mod go_duration {
+/// for these keys intend. The one implementation for every crate's configuration.
+pub mod go_duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -151,11 +152,13 @@ pub(crate) mod go_duration {
     /// Longest duration accepted at all (about 317 years), so arithmetic cannot overflow.
     const MAX_NANOS: u128 = 10_000_000_000 * 1_000_000_000;
 
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    /// Serialises as Go text.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format(*d))
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    /// Deserialises Go text or integer nanoseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
@@ -171,7 +174,7 @@ pub(crate) mod go_duration {
     /// Parses Go's duration syntax: an optional sign, then one or more `<number><unit>`
     /// with units `ns`, `us`/`µs`/`μs`, `ms`, `s`, `m`, `h`; or a bare `0`. Negative values
     /// give zero.
-    pub(crate) fn parse(s: &str) -> Result<Duration, String> {
+    pub fn parse(s: &str) -> Result<Duration, String> {
         let t = s.trim();
         let (negative, body) = match t.as_bytes().first() {
             Some(b'-') => (true, &t[1..]),
@@ -245,7 +248,7 @@ pub(crate) mod go_duration {
     }
 
     /// Go's `Duration.String()` form: `24h0m0s`, `5m0s`, `1.5s`, `300ms`, `0s`.
-    pub(crate) fn format(d: Duration) -> String {
+    pub fn format(d: Duration) -> String {
         fn frac(mut v: u128, mut width: usize) -> String {
             while width > 0 && v.is_multiple_of(10) {
                 v /= 10;
