@@ -103,7 +103,9 @@ impl admin::Handler for Services {
             Request::Reputation { did } => {
                 let rec = self.reputation.details(&did).await?;
                 Ok(match rec {
-                    Some(r) => crate::commands::p2p::reputation_json(&r),
+                    Some(r) => {
+                        serde_json::to_value(crate::commands::p2p::ReputationView::from(&r))?
+                    }
                     None => Value::Null,
                 })
             }
@@ -116,14 +118,28 @@ impl admin::Handler for Services {
     }
 }
 
-async fn wait_for_signal() -> Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT handlers, installed before the node reports that it runs, so a signal
+/// sent as soon as the `started` line appears stops it cleanly instead of killing it.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("install the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("install the SIGINT handler")?,
+        })
+    }
+
+    async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 async fn serve(ctx: &Context, config: NodeConfig) -> Result<ExitCode> {
@@ -148,6 +164,7 @@ async fn run_node(
     vault: &lango_secrets::Vault,
     p2p: lango_p2p::config::P2pConfig,
 ) -> Result<ExitCode> {
+    let mut signals = Signals::install()?;
     let db = vault.database()?;
     lango_p2p::migrate(db).await?;
     let pool = db.pool().clone();
@@ -227,7 +244,7 @@ async fn run_node(
         }
     });
 
-    let signal = wait_for_signal().await?;
+    let signal = signals.wait().await;
     tracing::info!(event = "node_stopping", signal, "stopping");
     admin_task.abort();
     drops_task.abort();
