@@ -137,7 +137,7 @@ async fn a_store_read_error_stops_startup_and_touches_neither_copy() {
     let v = vault(&dir).await;
     let store = v.secrets().unwrap();
     let key_dir = identity::key_dir(None, &dir);
-    let original = load_node_key(Some(&store), &key_dir).await.unwrap();
+    load_node_key(Some(&store), &key_dir).await.unwrap();
     // A legacy file is also present (e.g. restored from a backup).
     let legacy = NodeKey::generate().unwrap();
     let file = write_legacy(&key_dir, &legacy);
@@ -153,7 +153,6 @@ async fn a_store_read_error_stops_startup_and_touches_neither_copy() {
     // Nothing was replaced: the stored ciphertext and the file are byte-identical.
     assert_eq!(stored(&v, NODE_KEY_SECRET).await, bad);
     assert_eq!(std::fs::read(&file).unwrap(), file_bytes);
-    let _ = original;
     v.close().await;
 }
 

@@ -223,10 +223,11 @@ async fn discover(ctx: &Context, tag: Option<String>) -> Result<ExitCode> {
     })
 }
 
-/// `p2p reputation --json` for a known peer, fields in the reference's order.
+/// A reputation record as the admin socket carries it and `p2p reputation --json` prints
+/// it (§5.7): fields in the reference's order, times in RFC 3339.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReputationView {
+pub struct ReputationView {
     peer_did: String,
     trust_score: f64,
     successful_exchanges: i64,
@@ -236,22 +237,22 @@ struct ReputationView {
     last_interaction: String,
 }
 
-/// A reputation record in the CLI's JSON layout (§5.7).
-pub fn reputation_json(r: &Record) -> Value {
-    json!({
-        "peerDid": r.peer_did,
-        "trustScore": r.trust_score,
-        "successfulExchanges": r.successes,
-        "failedExchanges": r.failures,
-        "timeoutCount": r.timeouts,
-        "firstSeen": rfc3339(r.first_seen),
-        "lastInteraction": rfc3339(r.last_interaction),
-    })
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+impl From<&Record> for ReputationView {
+    fn from(r: &Record) -> Self {
+        let rfc3339 = |t: time::OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        Self {
+            peer_did: r.peer_did.clone(),
+            trust_score: r.trust_score,
+            successful_exchanges: r.successes,
+            failed_exchanges: r.failures,
+            timeout_count: r.timeouts,
+            first_seen: rfc3339(r.first_seen),
+            last_interaction: rfc3339(r.last_interaction),
+        }
+    }
 }
 
 fn local_seconds(s: &str) -> String {
@@ -283,7 +284,10 @@ async fn reputation(ctx: &Context, config: &NodeConfig, did: Option<String>) -> 
             let rep = Reputation::new(vault.database()?.pool().clone(), config.p2p.min_trust_score);
             let r = rep.details(&did).await;
             vault.close().await;
-            r?.as_ref().map_or(Value::Null, reputation_json)
+            match r? {
+                Some(rec) => serde_json::to_value(ReputationView::from(&rec))?,
+                None => Value::Null,
+            }
         }
     };
     if v.is_null() {
@@ -298,32 +302,29 @@ async fn reputation(ctx: &Context, config: &NodeConfig, did: Option<String>) -> 
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let view: ReputationView = serde_json::from_value(v)?;
     if ctx.json {
-        // The reference's field order (a Go struct), not the sorted order of a JSON map.
-        let view: ReputationView = serde_json::from_value(v)?;
         output::json(&view)?;
         return Ok(ExitCode::SUCCESS);
     }
-    print_or_json(ctx, &v, |v| {
-        let n = |k: &str| v.get(k).and_then(Value::as_i64).unwrap_or(0);
-        output::line("Peer Reputation");
-        output::line(format!("  Peer DID:          {}", str_of(v, "peerDid")));
-        output::line(format!(
-            "  Trust Score:       {:.4}",
-            v.get("trustScore").and_then(Value::as_f64).unwrap_or(0.0)
-        ));
-        output::line(format!("  Successes:         {}", n("successfulExchanges")));
-        output::line(format!("  Failures:          {}", n("failedExchanges")));
-        output::line(format!("  Timeouts:          {}", n("timeoutCount")));
-        output::line(format!(
-            "  First Seen:        {}",
-            local_seconds(str_of(v, "firstSeen"))
-        ));
-        output::line(format!(
-            "  Last Interaction:  {}",
-            local_seconds(str_of(v, "lastInteraction"))
-        ));
-    })
+    output::line("Peer Reputation");
+    output::line(format!("  Peer DID:          {}", view.peer_did));
+    output::line(format!("  Trust Score:       {:.4}", view.trust_score));
+    output::line(format!(
+        "  Successes:         {}",
+        view.successful_exchanges
+    ));
+    output::line(format!("  Failures:          {}", view.failed_exchanges));
+    output::line(format!("  Timeouts:          {}", view.timeout_count));
+    output::line(format!(
+        "  First Seen:        {}",
+        local_seconds(&view.first_seen)
+    ));
+    output::line(format!(
+        "  Last Interaction:  {}",
+        local_seconds(&view.last_interaction)
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn reputation_all(ctx: &Context, config: &NodeConfig) -> Result<ExitCode> {
@@ -332,7 +333,8 @@ async fn reputation_all(ctx: &Context, config: &NodeConfig) -> Result<ExitCode> 
     let records = rep.list(1000).await;
     vault.close().await;
     let records = records?;
-    let v = Value::Array(records.iter().map(reputation_json).collect());
+    let views: Vec<ReputationView> = records.iter().map(ReputationView::from).collect();
+    let v = serde_json::to_value(&views)?;
     print_or_json(ctx, &v, |_| {
         if records.is_empty() {
             output::line("No reputation records.");
