@@ -327,6 +327,27 @@ fn admin_socket_is_owner_only_and_commands_need_a_running_node() {
             stdout(&o),
             stderr(&o)
         );
+
+        // Second gate: with the file modes opened up (inside this test's own data dir), the
+        // node still refuses the other user by its SO_PEERCRED uid and answers nothing.
+        std::fs::set_permissions(n.data_dir(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let closed = "import os,socket,sys\n\
+                      os.setgroups([]); os.setgid(65534); os.setuid(65534)\n\
+                      s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n\
+                      try:\n  s.sendall(b'{\"cmd\":\"status\"}\\n'); a=s.recv(100)\n\
+                      except (BrokenPipeError, ConnectionResetError):\n  a=b''\n\
+                      print('closed' if a==b'' else 'answer: '+repr(a))\n";
+        let o = std::process::Command::new("python3")
+            .args(["-c", closed])
+            .arg(&sock)
+            .output()
+            .unwrap();
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(n.data_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(stdout(&o).trim(), "closed", "{}{}", stdout(&o), stderr(&o));
+        let logged = wait_for(5, || s.log().contains("admin_refused").then_some(()));
+        assert!(logged.is_some(), "{}", s.log());
     }
     // The owner can.
     assert_eq!(status(&n)["peerId"], s.peer_id());
