@@ -257,6 +257,14 @@ impl serde_json::ser::Formatter for GoFormatter {
     }
 }
 
+/// Appends `s` as a JSON string escaped exactly as Go's `encoding/json` escapes it (also used
+/// for the Go-canonical agent cards that lango-p2p signs).
+pub fn write_go_string(out: &mut Vec<u8>, s: &str) {
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, GoFormatter);
+    // Serialising a &str into a Vec cannot fail: no I/O error and no non-string keys.
+    let _ = s.serialize(&mut ser);
+}
+
 /// Encodes a message exactly as Go's `json.NewEncoder(w).Encode(msg)` does: compact JSON in
 /// struct field order, Go string escaping, then one LF (W-1).
 pub fn encode_line<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, Error> {

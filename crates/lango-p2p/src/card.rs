@@ -134,8 +134,6 @@ const GO_BASE64: GeneralPurpose = GeneralPurpose::new(
         .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
 );
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 // ---------------------------------------------------------------------------------------------
 // Types
 // ---------------------------------------------------------------------------------------------
@@ -868,29 +866,7 @@ fn de_present_value<'de, D: Deserializer<'de>>(
 
 /// Writes `s` as a JSON string with Go's `encoding/json` escaping (HTML-safe, Go ≥ 1.22).
 fn write_go_string(o: &mut Vec<u8>, s: &str) {
-    o.push(b'"');
-    let mut buf = [0u8; 4];
-    for c in s.chars() {
-        match c {
-            '"' => o.extend_from_slice(b"\\\""),
-            '\\' => o.extend_from_slice(b"\\\\"),
-            '\u{8}' => o.extend_from_slice(b"\\b"),
-            '\u{c}' => o.extend_from_slice(b"\\f"),
-            '\n' => o.extend_from_slice(b"\\n"),
-            '\r' => o.extend_from_slice(b"\\r"),
-            '\t' => o.extend_from_slice(b"\\t"),
-            '\u{0}'..='\u{1f}' | '<' | '>' | '&' => {
-                let b = c as u32;
-                o.extend_from_slice(b"\\u00");
-                o.push(HEX[((b >> 4) & 0xf) as usize]);
-                o.push(HEX[(b & 0xf) as usize]);
-            }
-            '\u{2028}' => o.extend_from_slice(b"\\u2028"),
-            '\u{2029}' => o.extend_from_slice(b"\\u2029"),
-            _ => o.extend_from_slice(c.encode_utf8(&mut buf).as_bytes()),
-        }
-    }
-    o.push(b'"');
+    lango_handshake::wire::write_go_string(o, s);
 }
 
 fn write_go_strings(o: &mut Vec<u8>, list: &[String]) {
