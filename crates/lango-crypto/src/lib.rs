@@ -58,6 +58,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aead;
+pub mod digest;
 mod error;
 pub mod hierarchy;
 pub mod kdf;

@@ -148,6 +148,9 @@ pub enum Error {
     /// The local caller passed an invalid argument (never caused by the peer).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The peer's DID is revoked on this node (refused before anything is signed or stored).
+    #[error("peer DID is revoked")]
+    Revoked,
     /// Too many handshakes in progress, overall or from this peer, or an approval is already
     /// pending for this peer (H-3, A-7). The stream is reset at once.
     #[error("too many handshakes in progress")]
@@ -198,6 +201,7 @@ impl Error {
             Self::Io { .. } => "io",
             Self::InvalidInput(_) => "invalid_input",
             Self::Busy => "busy",
+            Self::Revoked => "revoked",
             Self::Internal(_) => "internal",
         }
     }

@@ -1,16 +1,18 @@
-//! The legacy 1.0.0/1.1.0 state machines over any stream (spec §3.2, §3.3).
+//! The handshake state machines over any stream: legacy 1.0.0/1.1.0 (spec §3.2, §3.3) and the
+//! channel-bound 1.2.0-bound exchange (§6.2.5).
 //!
-//! [`LegacyResponder::handle`] and [`LegacyInitiator::initiate`] run one complete exchange on
-//! a `futures::io` `AsyncRead + AsyncWrite` stream (a libp2p stream, or an in-memory pipe in
+//! [`Responder::handle`] and [`Initiator::initiate`] run one complete exchange on a
+//! `futures::io` `AsyncRead + AsyncWrite` stream (a libp2p stream, or an in-memory pipe in
 //! tests), under **one deadline for the whole exchange** (H-1): every read and write, the
-//! approval wait and wallet signing. On any failure the stream is dropped without a reply
-//! (W-3); dropping a libp2p stream resets it. On success the stream is closed.
+//! approval wait and wallet signing. On a failure before the 1.2 Finish the stream is dropped
+//! without a reply (W-3); dropping a libp2p stream resets it. A 1.2 responder that refuses the
+//! Finish says so with a `rejected` Result (P-8). On success the stream is closed.
 //!
 //! Both must run inside a tokio runtime (the deadline is a tokio timer).
 //!
 //! Negotiation (multistream-select, I-1) belongs to the transport adapter, which passes the
-//! negotiated protocol in [`StreamContext`]. The 1.2.0-bound exchange is not run here: these
-//! types refuse it with [`Error::InvalidInput`].
+//! negotiated protocol in [`StreamContext`]; the protocol decides which exchange runs. Once
+//! 1.2.0-bound was negotiated, a failure is final: nothing here falls back to legacy (P-2).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,13 +28,15 @@ use crate::hooks::{
     ApprovalHook, DowngradePins, NoZk, PendingHandshake, ZkHook, ZkInputs, ZkOutcome,
 };
 use crate::legacy::{
-    InitiatorAuth, UnsignedReason, check_sender_did, classify_challenge, require_nonce,
+    InitiatorAuth, UnsignedReason, check_sender_did, classify_challenge, local_expiry, require_nonce,
     sign_challenge, sign_response, validate_ack, verify_response,
 };
-use crate::messages::{Challenge, ChallengeResponse, SessionAck};
+use crate::hooks::RevocationCheck;
+use crate::messages::{Challenge, ChallengeResponse, Finish, HandshakeResult, Hello, Proof, SessionAck};
 use crate::nonce::{DEFAULT_HANDSHAKE_TIMEOUT, NONCE_SIZE, NonceCache};
 use crate::protocol::Protocol;
 use crate::signer::Wallet;
+use crate::v12::{self, ChannelBinding, InitPart, RespPart, TokenDigest};
 use crate::wire::{
     DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES, MessageReader, WireToken, write_message,
 };
@@ -148,13 +152,52 @@ pub struct StreamContext {
     pub protocol: Protocol,
 }
 
-fn legacy_only(ctx: &StreamContext) -> Result<(), Error> {
-    if ctx.protocol.is_legacy() {
-        Ok(())
-    } else {
-        Err(Error::InvalidInput(
-            "the legacy state machine does not run the 1.2.0-bound protocol".to_owned(),
-        ))
+impl StreamContext {
+    /// The initiator's view of the channel for a 1.2 transcript: (local, remote). Peer IDs are
+    /// decoded from base58 to their binary multihash, the form the transcript signs.
+    pub fn initiator_binding(&self) -> Result<ChannelBinding, Error> {
+        ChannelBinding::initiator(
+            &peer_id_bytes(&self.local_peer_id)?,
+            &peer_id_bytes(&self.remote_peer_id)?,
+        )
+    }
+
+    /// The responder's view of the channel: (remote, local). See
+    /// [`initiator_binding`](Self::initiator_binding).
+    pub fn responder_binding(&self) -> Result<ChannelBinding, Error> {
+        ChannelBinding::responder(
+            &peer_id_bytes(&self.local_peer_id)?,
+            &peer_id_bytes(&self.remote_peer_id)?,
+        )
+    }
+}
+
+/// Decodes a base58 peer ID to its multihash bytes.
+fn peer_id_bytes(peer_id: &str) -> Result<Vec<u8>, Error> {
+    if peer_id.is_empty() || peer_id.len() > 2 * v12::MAX_PEER_ID_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "peer ID of {} characters",
+            peer_id.len()
+        )));
+    }
+    bs58::decode(peer_id)
+        .into_vec()
+        .map_err(|e| Error::InvalidInput(format!("peer ID is not base58: {e}")))
+}
+
+fn sha256_token(token: &str) -> TokenDigest {
+    TokenDigest(lango_crypto::digest::sha256(token.as_bytes()))
+}
+
+fn unix_time(secs: i64) -> std::time::SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+fn check_revoked(check: Option<&Arc<dyn RevocationCheck>>, did: &str) -> Result<(), Error> {
+    match check.map(|c| c.is_revoked(did)) {
+        None | Some(Ok(false)) => Ok(()),
+        Some(Ok(true)) => Err(Error::Revoked),
+        Some(Err(e)) => Err(Error::Internal(format!("revocation lookup: {e}"))),
     }
 }
 
@@ -210,30 +253,40 @@ impl Drop for ApprovalSlot<'_> {
     }
 }
 
-/// The responder of the legacy protocols (`HandleIncoming`, rules R-1…R-15).
-pub struct LegacyResponder {
+/// The responder: legacy `HandleIncoming` (R-1…R-15) and the 1.2 responder (P-3…P-9), sharing
+/// one set of concurrency limits, one replay cache, one approval hook and one set of pins.
+pub struct Responder {
     wallet: Arc<dyn Wallet>,
     sessions: SessionStore,
     nonce_cache: Arc<NonceCache>,
     clock: Arc<dyn Clock>,
     approval: Option<Arc<dyn ApprovalHook>>,
     pins: Option<Arc<dyn DowngradePins>>,
+    revocations: Option<Arc<dyn RevocationCheck>>,
     config: HandshakeConfig,
     limits: Mutex<Limits>,
     warned: Mutex<HashSet<String>>,
+    nonce_source: NonceSource,
 }
 
-impl std::fmt::Debug for LegacyResponder {
+impl std::fmt::Debug for Responder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LegacyResponder")
+        f.debug_struct("Responder")
             .field("config", &self.config)
             .field("approval", &self.approval.is_some())
             .field("pins", &self.pins.is_some())
+            .field("revocations", &self.revocations.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl LegacyResponder {
+/// What the responder learned about the initiator before approval.
+struct Claim<'a> {
+    did: &'a str,
+    authenticated: bool,
+}
+
+impl Responder {
     /// A responder. The nonce cache is mandatory here; give it
     /// [`wired_nonce_ttl`](crate::nonce::wired_nonce_ttl) (N-5). Without an approval hook
     /// every handshake that passes the checks is accepted: node wiring must add one.
@@ -251,9 +304,11 @@ impl LegacyResponder {
             clock,
             approval: None,
             pins: None,
+            revocations: None,
             config,
             limits: Mutex::new(Limits::default()),
             warned: Mutex::new(HashSet::new()),
+            nonce_source: Arc::new(os_nonce),
         }
     }
 
@@ -264,11 +319,33 @@ impl LegacyResponder {
         self
     }
 
-    /// Adds downgrade pins, consulted when `pin_upgraded_peers` is set.
+    /// Adds downgrade pins: consulted by the legacy path when `pin_upgraded_peers` is set
+    /// recorded by every successful 1.2 exchange (P-9, P-12).
     #[must_use]
     pub fn with_pins(mut self, pins: Arc<dyn DowngradePins>) -> Self {
         self.pins = Some(pins);
         self
+    }
+
+    /// Adds the revocation list: a revoked DID is refused before approval and before anything
+    /// is signed ([`Error::Revoked`]).
+    #[must_use]
+    pub fn with_revocations(mut self, check: Arc<dyn RevocationCheck>) -> Self {
+        self.revocations = Some(check);
+        self
+    }
+
+    /// Replaces the source of 1.2 responder nonces. For known-answer tests only: production
+    /// nonces MUST come from the OS CSPRNG (H-5), which is the default.
+    #[must_use]
+    pub fn with_nonce_source(mut self, source: NonceSource) -> Self {
+        self.nonce_source = source;
+        self
+    }
+
+    /// The session store sessions are written to.
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
     }
 
     /// The number of incoming handshakes in progress (H-3).
@@ -320,15 +397,20 @@ impl LegacyResponder {
         }
     }
 
-    /// Runs the responder side of one legacy exchange on `stream` and returns the stored
-    /// session. Errors follow the taxonomy of [`Error`]; nothing is sent on failure.
+    /// Runs the responder side of one exchange on `stream`, under the protocol negotiated in
+    /// `ctx`, and returns the stored session. Errors follow the taxonomy of [`Error`].
     pub async fn handle<S>(&self, stream: S, ctx: &StreamContext) -> Result<SessionInfo, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let result = match legacy_only(ctx).and_then(|()| self.acquire(&ctx.remote_peer_id)) {
+        let result = match self.acquire(&ctx.remote_peer_id) {
             Ok(_slot) => {
-                with_deadline(self.config.effective_timeout(), self.run(stream, ctx)).await
+                let deadline = self.config.effective_timeout();
+                if ctx.protocol.is_legacy() {
+                    with_deadline(deadline, self.run_legacy(stream, ctx)).await
+                } else {
+                    with_deadline(deadline, self.run_bound(stream, ctx)).await
+                }
             }
             Err(e) => Err(e),
         };
@@ -338,6 +420,7 @@ impl LegacyResponder {
                 peer = %ctx.remote_peer_id,
                 remote_did = %s.peer_did,
                 authenticated = s.authenticated,
+                channel_bound = s.channel_bound,
                 zk_verified = false,
                 protocol = ctx.protocol.id(),
                 "handshake accepted"
@@ -345,6 +428,7 @@ impl LegacyResponder {
             Err(e) => tracing::warn!(
                 event = "handshake_failed",
                 peer = %ctx.remote_peer_id,
+                protocol = ctx.protocol.id(),
                 code = e.code(),
                 error = %e,
                 "incoming handshake failed"
@@ -353,7 +437,47 @@ impl LegacyResponder {
         result
     }
 
-    async fn run<S>(&self, stream: S, ctx: &StreamContext) -> Result<SessionInfo, Error>
+    /// Revocation, cool-down (V-9), the overwrite guard and approval (A-1…A-7), in that
+    /// order, for a claim whose DID and authentication are settled.
+    async fn admit(&self, ctx: &StreamContext, claim: Claim<'_>) -> Result<(), Error> {
+        let remote = ctx.remote_peer_id.as_str();
+        check_revoked(self.revocations.as_ref(), claim.did)?;
+        self.sessions
+            .may_handshake(claim.did, remote)
+            .map_err(Error::from_session)?;
+
+        let existing = self.sessions.get(claim.did);
+        if let Some(e) = &existing
+            && !claim.authenticated
+            && e.authenticated
+            && e.peer_id != remote
+        {
+            return Err(Error::AuthenticatedSessionExists);
+        }
+
+        let known = self.config.auto_approve_known_peers
+            && existing
+                .as_ref()
+                .is_some_and(|e| e.authenticated && (claim.authenticated || e.peer_id == remote));
+        if !known && let Some(hook) = &self.approval {
+            let _pending_slot = self.acquire_approval(remote)?;
+            let pending = PendingHandshake {
+                peer_id: remote.to_owned(),
+                peer_did: claim.did.to_owned(),
+                remote_addr: ctx.remote_addr.clone(),
+                timestamp: self.clock.now(),
+                authenticated: claim.authenticated,
+            };
+            match hook.approve(&pending).await {
+                Ok(true) => {}
+                Ok(false) => return Err(Error::ApprovalDenied),
+                Err(e) => return Err(Error::ApprovalError(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_legacy<S>(&self, stream: S, ctx: &StreamContext) -> Result<SessionInfo, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
@@ -375,47 +499,23 @@ impl LegacyResponder {
         let did = check_sender_did(&ch, &auth, Some(&own_did))?;
         let authenticated = auth.is_authenticated();
 
-        //
+        // R-7 (pins; the cool-down is part of `admit`)
         if self.config.pin_upgraded_peers
             && let Some(pins) = &self.pins
             && (pins.is_did_pinned(did.as_str()) || pins.is_peer_pinned(remote))
         {
             return Err(Error::DowngradeRefused);
         }
-        self.sessions
-            .may_handshake(did.as_str(), remote)
-            .map_err(Error::from_session)?;
 
-        //
-        let existing = self.sessions.get(did.as_str());
-        if let Some(e) = &existing
-            && !authenticated
-            && e.authenticated
-            && e.peer_id != remote
-        {
-            return Err(Error::AuthenticatedSessionExists);
-        }
-
-        // R-9 (A-1 … A-7)
-        let known = self.config.auto_approve_known_peers
-            && existing
-                .as_ref()
-                .is_some_and(|e| e.authenticated && (authenticated || e.peer_id == remote));
-        if !known && let Some(hook) = &self.approval {
-            let _pending_slot = self.acquire_approval(remote)?;
-            let pending = PendingHandshake {
-                peer_id: remote.to_owned(),
-                peer_did: did.as_str().to_owned(),
-                remote_addr: ctx.remote_addr.clone(),
-                timestamp: self.clock.now(),
+        //
+        self.admit(
+            ctx,
+            Claim {
+                did: did.as_str(),
                 authenticated,
-            };
-            match hook.approve(&pending).await {
-                Ok(true) => {}
-                Ok(false) => return Err(Error::ApprovalDenied),
-                Err(e) => return Err(Error::ApprovalError(e)),
-            }
-        }
+            },
+        )
+        .await?;
 
         //
         let resp: ChallengeResponse = sign_response(&*self.wallet, &nonce).await?;
@@ -425,7 +525,6 @@ impl LegacyResponder {
         let ack: SessionAck = reader.read_message().await?;
         let expires = validate_ack(&ack, self.clock.now(), self.sessions.ttl())?;
         let token = SessionToken::parse(ack.token.expose()).map_err(Error::from_session)?;
-        let expires_at = UNIX_EPOCH + Duration::from_secs(u64::try_from(expires).unwrap_or(0));
 
         //
         let info = self
@@ -441,7 +540,7 @@ impl LegacyResponder {
                     zk_verified: false,
                 },
                 token,
-                expires_at,
+                unix_time(expires),
             )
             .map_err(Error::from_session)?;
 
@@ -449,9 +548,105 @@ impl LegacyResponder {
         let _ = reader.get_mut().close().await;
         Ok(info)
     }
+
+    async fn run_bound<S>(&self, stream: S, ctx: &StreamContext) -> Result<SessionInfo, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let remote = ctx.remote_peer_id.as_str();
+        let binding = ctx.responder_binding()?;
+        let mut reader = MessageReader::with_limit(stream, self.config.message_limit());
+
+        // P-3: version, algorithm, window, nonce length, replay, identity, signature.
+        let hello: Hello = reader.read_message().await?;
+        let nonce = v12::check_hello(&hello, self.clock.now())?;
+        self.nonce_cache.check(&nonce)?;
+        let init = v12::verify_hello(&hello, &binding)?;
+        self.admit(
+            ctx,
+            Claim {
+                did: init.did().as_str(),
+                authenticated: true,
+            },
+        )
+        .await?;
+
+        // P-4, P-5: the proof is the only thing this side signs.
+        let (proof, resp): (Proof, RespPart) =
+            v12::sign_proof(&*self.wallet, &binding, &init, (self.nonce_source)()?).await?;
+        write_message(reader.get_mut(), &proof).await?;
+
+        // P-8: a refusal from here on is reported with a `rejected` Result.
+        let finish: Finish = reader.read_message().await?;
+        let token_text = zeroize::Zeroizing::new(finish.token.expose().to_owned());
+        let stored = self.store_bound(ctx, &binding, &init, &resp, &finish, &token_text);
+        let (info, token) = match stored {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = write_message(reader.get_mut(), &HandshakeResult::rejected(&e)).await;
+                let _ = reader.get_mut().close().await;
+                return Err(e);
+            }
+        };
+
+        // P-9: pin, then reply; if the reply cannot be written the session goes.
+        if let Some(pins) = &self.pins {
+            pins.record(info.peer_did.as_str(), remote);
+        }
+        let mut guard = CreatedSession {
+            store: &self.sessions,
+            did: info.peer_did.clone(),
+            token: Some(token),
+        };
+        let ok = HandshakeResult::ok(unix_seconds(info.expires_at));
+        write_message(reader.get_mut(), &ok).await?;
+        guard.token = None;
+        let _ = reader.get_mut().close().await;
+        Ok(info)
+    }
+
+    /// P-8 and the insert of P-9: checks the Finish and stores the session.
+    fn store_bound(
+        &self,
+        ctx: &StreamContext,
+        binding: &ChannelBinding,
+        init: &InitPart,
+        resp: &RespPart,
+        finish: &Finish,
+        token_text: &str,
+    ) -> Result<(SessionInfo, SessionToken), Error> {
+        let digest = sha256_token(token_text);
+        let final_expiry = v12::verify_finish(
+            finish,
+            binding,
+            init,
+            resp,
+            &digest,
+            self.clock.now(),
+            self.sessions.ttl(),
+        )?;
+        let token = SessionToken::parse(token_text).map_err(Error::from_session)?;
+        let info = self
+            .sessions
+            .insert_remote(
+                NewSession {
+                    peer_did: init.did().as_str(),
+                    peer_id: &ctx.remote_peer_id,
+                    protocol: ctx.protocol.id(),
+                    role: Role::Responder,
+                    authenticated: true,
+                    channel_bound: true,
+                    zk_verified: false,
+                },
+                token.duplicate(),
+                unix_time(final_expiry),
+            )
+            .map_err(Error::from_session)?;
+        Ok((info, token))
+    }
 }
 
-/// A source of challenge nonces.
+/// A source of handshake nonces.
 pub type NonceSource = Arc<dyn Fn() -> Result<[u8; NONCE_SIZE], Error> + Send + Sync>;
 
 fn os_nonce() -> Result<[u8; NONCE_SIZE], Error> {
@@ -459,8 +654,8 @@ fn os_nonce() -> Result<[u8; NONCE_SIZE], Error> {
         .map_err(|_| Error::Internal("generate nonce: the OS random source failed".to_owned()))
 }
 
-/// Removes a just-created session unless disarmed: on an ack write failure, and when the
-/// deadline drops the exchange midway (I-13).
+/// Removes a just-stored session unless disarmed: on an ack or result write failure, and when
+/// the deadline drops the exchange midway (I-13, P-9).
 struct CreatedSession<'a> {
     store: &'a SessionStore,
     did: String,
@@ -475,27 +670,29 @@ impl Drop for CreatedSession<'_> {
     }
 }
 
-/// The initiator of the legacy protocols (`Initiate`, rules I-1…I-14).
-pub struct LegacyInitiator {
+/// The initiator: legacy `Initiate` (I-1…I-14) and the 1.2 initiator (P-6, P-7, P-10).
+pub struct Initiator {
     wallet: Arc<dyn Wallet>,
     sessions: SessionStore,
     clock: Arc<dyn Clock>,
     zk: Arc<dyn ZkHook>,
     pins: Option<Arc<dyn DowngradePins>>,
+    revocations: Option<Arc<dyn RevocationCheck>>,
     config: HandshakeConfig,
     nonce_source: NonceSource,
 }
 
-impl std::fmt::Debug for LegacyInitiator {
+impl std::fmt::Debug for Initiator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LegacyInitiator")
+        f.debug_struct("Initiator")
             .field("config", &self.config)
             .field("pins", &self.pins.is_some())
+            .field("revocations", &self.revocations.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl LegacyInitiator {
+impl Initiator {
     /// An initiator with OS-random nonces and no ZK ([`NoZk`]).
     pub fn new(
         wallet: Arc<dyn Wallet>,
@@ -509,15 +706,24 @@ impl LegacyInitiator {
             clock,
             zk: Arc::new(NoZk),
             pins: None,
+            revocations: None,
             config,
             nonce_source: Arc::new(os_nonce),
         }
     }
 
-    /// Adds downgrade pins (I-1, I-11), consulted when `pin_upgraded_peers` is set.
+    /// Adds downgrade pins: consulted by the legacy path when `pin_upgraded_peers` is set
+    /// (I-1, I-11), recorded by every successful 1.2 exchange (P-10, P-12).
     #[must_use]
     pub fn with_pins(mut self, pins: Arc<dyn DowngradePins>) -> Self {
         self.pins = Some(pins);
+        self
+    }
+
+    /// Adds the revocation list: no session is stored for a revoked responder DID.
+    #[must_use]
+    pub fn with_revocations(mut self, check: Arc<dyn RevocationCheck>) -> Self {
+        self.revocations = Some(check);
         self
     }
 
@@ -536,13 +742,24 @@ impl LegacyInitiator {
         self
     }
 
+    /// The session store sessions are written to.
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
+    }
+
+    /// Whether a legacy exchange with this peer ID would be refused as a downgrade (I-1).
+    /// Transport adapters use it to stop offering legacy IDs to a pinned peer.
+    pub fn is_peer_pinned(&self, peer_id: &str) -> bool {
+        self.pinned(|p| p.is_peer_pinned(peer_id))
+    }
+
     fn pinned(&self, check: impl Fn(&dyn DowngradePins) -> bool) -> bool {
         self.config.pin_upgraded_peers && self.pins.as_deref().is_some_and(check)
     }
 
-    /// Runs the initiator side of one legacy exchange on `stream` and returns the session it
-    /// created for the responder. `expected_did`, when given, is the DID the caller means to
-    /// reach (I-10).
+    /// Runs the initiator side of one exchange on `stream`, under the protocol negotiated in
+    /// `ctx`, and returns the session it stored for the responder. `expected_did`, when
+    /// given, is the DID the caller means to reach (I-10).
     pub async fn initiate<S>(
         &self,
         stream: S,
@@ -552,21 +769,18 @@ impl LegacyInitiator {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let result = match legacy_only(ctx) {
-            Ok(()) => {
-                with_deadline(
-                    self.config.effective_timeout(),
-                    self.run(stream, ctx, expected_did),
-                )
-                .await
-            }
-            Err(e) => Err(e),
+        let deadline = self.config.effective_timeout();
+        let result = if ctx.protocol.is_legacy() {
+            with_deadline(deadline, self.run_legacy(stream, ctx, expected_did)).await
+        } else {
+            with_deadline(deadline, self.run_bound(stream, ctx, expected_did)).await
         };
         match &result {
             Ok(s) => tracing::info!(
                 event = "handshake_initiated",
                 peer = %ctx.remote_peer_id,
                 remote_did = %s.peer_did,
+                channel_bound = s.channel_bound,
                 zk_verified = s.zk_verified,
                 protocol = ctx.protocol.id(),
                 "handshake initiated"
@@ -574,6 +788,7 @@ impl LegacyInitiator {
             Err(e) => tracing::warn!(
                 event = "handshake_failed",
                 peer = %ctx.remote_peer_id,
+                protocol = ctx.protocol.id(),
                 code = e.code(),
                 error = %e,
                 "outgoing handshake failed"
@@ -582,7 +797,7 @@ impl LegacyInitiator {
         result
     }
 
-    async fn run<S>(
+    async fn run_legacy<S>(
         &self,
         stream: S,
         ctx: &StreamContext,
@@ -612,6 +827,7 @@ impl LegacyInitiator {
         if self.pinned(|p| p.is_did_pinned(verified.did.as_str())) {
             return Err(Error::DowngradeRefused);
         }
+        check_revoked(self.revocations.as_ref(), verified.did.as_str())?;
 
         // Z-4: a proof can only add to the verified signature.
         let zk_verified = verified.zk_proof_present
@@ -658,5 +874,73 @@ impl LegacyInitiator {
 
         let _ = reader.get_mut().close().await;
         Ok(issued.session)
+    }
+
+    async fn run_bound<S>(
+        &self,
+        stream: S,
+        ctx: &StreamContext,
+        expected_did: Option<&Did>,
+    ) -> Result<SessionInfo, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let remote = ctx.remote_peer_id.as_str();
+        let binding = ctx.initiator_binding()?;
+        let mut reader = MessageReader::with_limit(stream, self.config.message_limit());
+
+        // M1
+        let nonce = (self.nonce_source)()?;
+        let ts = unix_seconds(self.clock.now());
+        let (hello, init) = v12::sign_hello(&*self.wallet, &binding, nonce, ts).await?;
+        write_message(reader.get_mut(), &hello).await?;
+
+        // P-6
+        let proof: Proof = reader.read_message().await?;
+        let resp = v12::verify_proof(&proof, &binding, &init, expected_did)?;
+        check_revoked(self.revocations.as_ref(), resp.did().as_str())?;
+
+        // P-7: the token is minted now and stored only after an `ok` Result.
+        let token = self
+            .sessions
+            .mint_token(resp.did().as_str())
+            .map_err(Error::from_session)?;
+        let proposed = local_expiry(self.clock.now(), self.sessions.ttl());
+        let finish = v12::sign_finish(
+            &*self.wallet,
+            &binding,
+            &init,
+            &resp,
+            WireToken::new(token.expose().to_owned()),
+            &sha256_token(token.expose()),
+            proposed,
+        )
+        .await?;
+        write_message(reader.get_mut(), &finish).await?;
+
+        // P-10
+        let result: HandshakeResult = reader.read_message().await?;
+        let final_expiry = v12::check_result(&result, proposed)?;
+        let info = self
+            .sessions
+            .insert_remote(
+                NewSession {
+                    peer_did: resp.did().as_str(),
+                    peer_id: remote,
+                    protocol: ctx.protocol.id(),
+                    role: Role::Initiator,
+                    authenticated: true,
+                    channel_bound: true,
+                    zk_verified: false,
+                },
+                token,
+                unix_time(final_expiry),
+            )
+            .map_err(Error::from_session)?;
+        if let Some(pins) = &self.pins {
+            pins.record(info.peer_did.as_str(), remote);
+        }
+        let _ = reader.get_mut().close().await;
+        Ok(info)
     }
 }

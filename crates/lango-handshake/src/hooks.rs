@@ -96,6 +96,14 @@ impl ZkHook for NoZk {
     }
 }
 
+/// Which DIDs this node refuses outright (credential revocation). Consulted by the responder
+/// before approval and by the initiator before it stores a session; a lookup error refuses
+/// the handshake (fail closed).
+pub trait RevocationCheck: Send + Sync {
+    /// Whether `did` is revoked.
+    fn is_revoked(&self, did: &str) -> Result<bool, String>;
+}
+
 /// Downgrade pins (P-12): peers known to speak 1.2, which legacy handshakes must refuse.
 pub trait DowngradePins: Send + Sync {
     /// Whether this DID is pinned to 1.2.

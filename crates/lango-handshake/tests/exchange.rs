@@ -12,7 +12,7 @@ use common::*;
 use lango_crypto::wallet::WalletKey;
 use lango_handshake::Error;
 use lango_handshake::clock::{Clock, ManualClock};
-use lango_handshake::exchange::{HandshakeConfig, LegacyInitiator, LegacyResponder, StreamContext};
+use lango_handshake::exchange::{HandshakeConfig, Initiator, Responder, StreamContext};
 use lango_handshake::hooks::{ApprovalHook, DowngradePins, MemoryPins, PendingHandshake};
 use lango_handshake::messages::{Challenge, ChallengeResponse, SessionAck};
 use lango_handshake::nonce::{NonceCache, wired_nonce_ttl};
@@ -54,14 +54,14 @@ fn rctx() -> StreamContext {
 }
 
 struct R {
-    responder: Arc<LegacyResponder>,
+    responder: Arc<Responder>,
     store: SessionStore,
     clock: Arc<ManualClock>,
 }
 
 fn responder_with(
     config: HandshakeConfig,
-    f: impl FnOnce(LegacyResponder) -> LegacyResponder,
+    f: impl FnOnce(Responder) -> Responder,
 ) -> R {
     let clock = clock();
     let store = store(&clock);
@@ -71,7 +71,7 @@ fn responder_with(
         clock.clone(),
     ));
     let c: Arc<dyn Clock> = clock.clone();
-    let responder = f(LegacyResponder::new(
+    let responder = f(Responder::new(
         wallet(2),
         store.clone(),
         cache,
@@ -762,33 +762,22 @@ async fn one_pending_approval_per_peer() {
     let _ = first.await;
 }
 
-#[tokio::test]
-async fn responder_refuses_to_run_the_bound_protocol() {
-    let r = responder(HandshakeConfig::default());
-    let c = ctx(PEER_R, PEER_I, Protocol::Bound12);
-    let (_mine, theirs) = duplex();
-    assert!(matches!(
-        r.responder.handle(theirs, &c).await,
-        Err(Error::InvalidInput(_))
-    ));
-}
-
 // ---- initiator ----
 
 struct I {
-    initiator: LegacyInitiator,
+    initiator: Initiator,
     store: SessionStore,
 }
 
 fn initiator_with(
     config: HandshakeConfig,
     w: Arc<dyn Wallet>,
-    f: impl FnOnce(LegacyInitiator) -> LegacyInitiator,
+    f: impl FnOnce(Initiator) -> Initiator,
 ) -> I {
     let clock = clock();
     let store = store(&clock);
     let c: Arc<dyn Clock> = clock;
-    let initiator = f(LegacyInitiator::new(w, store.clone(), c, config)
+    let initiator = f(Initiator::new(w, store.clone(), c, config)
         .with_nonce_source(Arc::new(|| Ok(nonce()))));
     I { initiator, store }
 }
@@ -1058,7 +1047,7 @@ async fn rust_to_rust_legacy_exchange() {
     let clock = clock();
     let istore = store(&clock);
     let c: Arc<dyn Clock> = clock;
-    let init = LegacyInitiator::new(wallet(1), istore.clone(), c, HandshakeConfig::default());
+    let init = Initiator::new(wallet(1), istore.clone(), c, HandshakeConfig::default());
     let (a, b) = duplex();
     let ack_bytes = a.written.clone();
     let (ic, rc, want) = (ictx(), rctx(), did(2));
