@@ -54,10 +54,14 @@ pub enum Request {
     Status,
     /// Connected peers.
     Peers,
-    /// Dial a multiaddr ending in `/p2p/<peer-id>`.
+    /// Dial a multiaddr ending in `/p2p/<peer-id>` and, unless `no_handshake`, run the
+    /// handshake.
     Connect {
         /// The address.
         addr: String,
+        /// Transport only.
+        #[serde(default)]
+        no_handshake: bool,
     },
     /// Close every connection to a peer.
     Disconnect {
@@ -83,6 +87,18 @@ pub enum Request {
     },
     /// The revocation list.
     Revocations,
+    /// Live sessions (no tokens).
+    Sessions,
+    /// Invalidate one peer's session (`manual_revoke`).
+    SessionRevoke {
+        /// The peer's DID.
+        did: String,
+        /// Also remove its downgrade pin.
+        #[serde(default)]
+        unpin: bool,
+    },
+    /// Invalidate every session (`manual_revoke`).
+    SessionRevokeAll,
 }
 
 /// The answer.

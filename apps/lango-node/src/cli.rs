@@ -206,12 +206,17 @@ pub enum P2pCommand {
     Status,
     /// List the peers the running node is connected to.
     Peers,
-    /// Connect the running node to a peer (transport only, no handshake).
+    /// Connect the running node to a peer and authenticate it: the handshake runs
+    /// (1.2.0-bound when the peer speaks it, legacy 1.1.0/1.0.0 otherwise) and a session is
+    /// stored on both sides. Prints the negotiated protocol.
     ///
     /// Example: lango-node p2p connect /ip4/192.0.2.7/tcp/9000/p2p/12D3KooW...
     Connect {
         /// Multiaddr ending in /p2p/<peer-id>.
         multiaddr: String,
+        /// Transport connection only, no handshake (the Go CLI's behaviour).
+        #[arg(long)]
+        no_handshake: bool,
     },
     /// Close every connection of the running node to a peer.
     Disconnect {
@@ -242,4 +247,29 @@ pub enum P2pCommand {
     },
     /// List revoked DIDs (from the configuration and from `p2p revoke`).
     Revocations,
+    /// The running node's authenticated sessions. Tokens are never shown.
+    #[command(subcommand)]
+    Session(SessionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List live sessions: peer DID, created, expires, ZK verified (and with --json the peer
+    /// ID, protocol, authentication and channel binding).
+    List,
+    /// End the session with a peer (reason manual_revoke). The peer may not handshake again
+    /// for p2p.sessionRevokeCooldown.
+    ///
+    /// Example: lango-node p2p session revoke --peer-did did:lango:02ab...
+    Revoke {
+        /// The peer's DID.
+        #[arg(long = "peer-did", value_name = "DID")]
+        peer_did: Option<String>,
+        /// Also remove the peer's downgrade pin, so it may handshake with legacy 1.1.0
+        /// again (for a peer that went back to a Go build).
+        #[arg(long)]
+        unpin: bool,
+    },
+    /// End every session (reason manual_revoke).
+    RevokeAll,
 }

@@ -7,6 +7,8 @@
 
 use std::{fmt, time::Duration};
 
+use lango_handshake::exchange::HandshakeConfig;
+use lango_session::SessionConfig;
 use lango_session::config::go_duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -89,6 +91,45 @@ pub struct P2pConfig {
     pub discovery: DiscoveryConfig,
     /// Proof-related discovery settings.
     pub zkp: ZkpConfig,
+    /// Deadline for a whole handshake exchange, every read, write, approval and signature
+    /// included (≤ 0 means 30 s).
+    pub handshake_timeout: GoDuration,
+    /// Refuse legacy challenges that carry no valid single-hash signature.
+    pub require_signed_challenge: bool,
+    /// Skip approval for a peer that already holds an authenticated session, and approve
+    /// peers whose reputation is at least `minTrustScore`.
+    pub auto_approve_known_peers: bool,
+    /// Shown by `p2p status`; has no effect on authentication (no ZK in the handshake).
+    pub zk_handshake: bool,
+    /// Register and offer the legacy 1.0.0/1.1.0 handshakes (Go interop). `false` for
+    /// lango-rs-only networks.
+    pub handshake_allow_legacy: bool,
+    /// Refuse legacy handshakes with a peer once seen on 1.2.0-bound (downgrade pins).
+    pub handshake_pin_upgraded_peers: bool,
+    /// Largest handshake message, line feed included.
+    pub handshake_max_message_bytes: usize,
+    /// Most incoming handshakes in progress (4 per peer at most).
+    pub handshake_max_concurrent: usize,
+    /// Which incoming handshakes are approved.
+    pub handshake_approval: HandshakeApproval,
+    /// DIDs approved under `handshakeApproval = "allowlist"`.
+    pub handshake_allowed_dids: Vec<String>,
+    /// Most remembered handshake nonces; a full cache refuses handshakes (fails closed).
+    pub nonce_cache_capacity: usize,
+    /// Lifetime of a new session (≤ 0 means 24 h).
+    pub session_token_ttl: GoDuration,
+    /// Consecutive tool failures that invalidate a peer's session (≤ 0 means 5).
+    #[serde(alias = "maxConsecutiveFailures")]
+    pub session_max_failures: i64,
+    /// How long a revoked or auto-invalidated peer may not handshake again (≤ 0 means 5 min).
+    #[serde(alias = "invalidationCooldown")]
+    pub session_revoke_cooldown: GoDuration,
+    /// Invalidation records kept.
+    pub invalidation_history_limit: i64,
+    /// Upstream Go's post-quantum handshake switch. Accepted and ignored: this node never
+    /// speaks the bare `/lango/handshake/1.2.0` dialect.
+    #[serde(skip_serializing)]
+    pub enable_pq_handshake: Option<bool>,
     /// Deprecated: directory of the legacy plaintext `node.key` (default `<data-dir>/p2p`).
     /// Read for migration and for the no-secrets-store mode only; never written.
     #[serde(skip_serializing)]
@@ -101,6 +142,7 @@ pub struct P2pConfig {
 
 impl Default for P2pConfig {
     fn default() -> Self {
+        let session_defaults = SessionConfig::default();
         Self {
             enabled: true,
             listen_addrs: vec![
@@ -116,10 +158,44 @@ impl Default for P2pConfig {
             revoked_dids: Vec::new(),
             discovery: DiscoveryConfig::default(),
             zkp: ZkpConfig::default(),
+            handshake_timeout: GoDuration::secs(30),
+            require_signed_challenge: false,
+            auto_approve_known_peers: false,
+            zk_handshake: false,
+            handshake_allow_legacy: true,
+            handshake_pin_upgraded_peers: true,
+            handshake_max_message_bytes: lango_handshake::wire::DEFAULT_MAX_MESSAGE_BYTES,
+            handshake_max_concurrent: lango_handshake::exchange::DEFAULT_MAX_CONCURRENT,
+            handshake_approval: HandshakeApproval::Authenticated,
+            handshake_allowed_dids: Vec::new(),
+            nonce_cache_capacity: lango_handshake::nonce::DEFAULT_NONCE_CACHE_CAPACITY,
+            session_token_ttl: GoDuration(session_defaults.session_token_ttl),
+            session_max_failures: session_defaults.session_max_failures,
+            session_revoke_cooldown: GoDuration(session_defaults.session_revoke_cooldown),
+            invalidation_history_limit: session_defaults.invalidation_history_limit,
+            enable_pq_handshake: None,
             key_dir: None,
             node_key_name: None,
         }
     }
+}
+
+/// `p2p.handshakeApproval`: which incoming handshakes this node accepts, after the checks
+/// every handshake passes (signatures, replay, revocation, cool-down, overwrite guard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandshakeApproval {
+    /// Peers that proved control of their DID's key (every 1.2.0-bound peer, signed legacy
+    /// challenges), unless their reputation is below `minTrustScore`. Unsigned legacy
+    /// challenges are refused. The default.
+    Authenticated,
+    /// Only the DIDs in `handshakeAllowedDids`, authenticated.
+    Allowlist,
+    /// Also unsigned legacy challenges (Go 2856d8a9 initiators); their sessions are marked
+    /// unauthenticated.
+    Open,
+    /// No incoming handshake: this node only initiates.
+    Deny,
 }
 
 /// `p2p.discovery`: agent-card acceptance (protocol spec §2.4.4).
@@ -195,6 +271,29 @@ impl P2pConfig {
         }
     }
 
+    /// The handshake settings these keys describe.
+    pub fn handshake_config(&self) -> HandshakeConfig {
+        HandshakeConfig {
+            handshake_timeout: self.handshake_timeout.0,
+            max_message_bytes: self.handshake_max_message_bytes,
+            require_signed_challenge: self.require_signed_challenge,
+            auto_approve_known_peers: self.auto_approve_known_peers,
+            pin_upgraded_peers: self.handshake_pin_upgraded_peers,
+            max_concurrent: self.handshake_max_concurrent,
+            ..HandshakeConfig::default()
+        }
+    }
+
+    /// The session-store settings these keys describe.
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            session_token_ttl: self.session_token_ttl.0,
+            session_max_failures: self.session_max_failures,
+            session_revoke_cooldown: self.session_revoke_cooldown.0,
+            invalidation_history_limit: self.invalidation_history_limit,
+        }
+    }
+
     /// Checks every key; `prefix` is the section's path (`p2p`).
     pub fn validate(&self, prefix: &str) -> Result<(), Vec<String>> {
         let mut p = Vec::new();
@@ -246,6 +345,24 @@ impl P2pConfig {
             p.push(format!(
                 "{prefix}.zkp.maxCredentialAge: must be greater than 0"
             ));
+        }
+        if let Err(e) = self.handshake_config().validate(prefix) {
+            p.extend(e);
+        }
+        if let Err(e) = self.session_config().validate(prefix) {
+            p.extend(e);
+        }
+        if self.nonce_cache_capacity != 0
+            && !(1_000..=10_000_000).contains(&self.nonce_cache_capacity)
+        {
+            p.push(format!(
+                "{prefix}.nonceCacheCapacity: between 1000 and 10000000"
+            ));
+        }
+        for d in &self.handshake_allowed_dids {
+            if let Err(e) = crate::identity::canonical_did(d) {
+                p.push(format!("{prefix}.handshakeAllowedDids: {e}"));
+            }
         }
         if self.gossip_interval.0 > Duration::from_secs(3600) {
             p.push(format!("{prefix}.gossipInterval: at most 1h"));

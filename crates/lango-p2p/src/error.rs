@@ -54,6 +54,9 @@ pub enum Error {
     /// The node's event loop has stopped.
     #[error("the node is not running")]
     NodeStopped,
+    /// A handshake failed; the inner error has the spec's code (`Error::code`).
+    #[error("handshake: {0}")]
+    Handshake(lango_handshake::Error),
     /// A bounded wait ran out.
     #[error("{0} timed out")]
     Timeout(String),

@@ -16,11 +16,13 @@
 //! The top library crate: it composes every crate below it except `lango-kms`; the app runs it.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod card;
 pub mod config;
 mod error;
 pub mod identity;
 pub mod node;
+pub mod pins;
 pub mod reputation;
 pub mod revocation;
 #[cfg(test)]

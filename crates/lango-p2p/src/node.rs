@@ -166,7 +166,7 @@ pub struct Status {
     pub mdns: bool,
     /// Whether the relay runs (never in this build).
     pub relay: bool,
-    /// Whether handshakes carry ZK proofs (not before the proof issue lands).
+    /// `p2p.zkHandshake`, shown only: no handshake carries or accepts a ZK proof (Z-4).
     pub zk_handshake: bool,
     /// Agent cards currently known.
     pub known_cards: usize,
@@ -435,6 +435,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle> {
         wallet: opts.wallet.clone(),
         a2a: opts.a2a.clone(),
         max_peers: opts.p2p.max_peers,
+        zk_handshake: opts.p2p.zk_handshake,
         key_storage: opts.key_storage,
         gossip_interval: opts.p2p.effective_gossip_interval(),
         listen_addrs,
@@ -472,6 +473,7 @@ struct NodeTask {
     wallet: Option<Arc<WalletKey>>,
     a2a: A2aConfig,
     max_peers: u32,
+    zk_handshake: bool,
     key_storage: KeyStorage,
     gossip_interval: Duration,
     listen_addrs: Vec<Multiaddr>,
@@ -642,7 +644,7 @@ impl NodeTask {
                     max_peers: self.max_peers,
                     mdns: false,
                     relay: false,
-                    zk_handshake: false,
+                    zk_handshake: self.zk_handshake,
                     known_cards: self.cards.len(),
                     cards_accepted: self.cards.accepted_total(),
                     cards_rejected,

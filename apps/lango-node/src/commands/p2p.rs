@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::{
     admin::{self, Request},
-    cli::P2pCommand,
+    cli::{P2pCommand, SessionCommand},
     commands::{security::open_vault, serve::require_enabled},
     config::NodeConfig,
     context::Context,
@@ -35,13 +35,10 @@ pub fn run(ctx: &Context, cmd: P2pCommand) -> Result<ExitCode> {
             P2pCommand::Identity => identity_cmd(ctx, &config).await,
             P2pCommand::Status => status(ctx).await,
             P2pCommand::Peers => peers(ctx).await,
-            P2pCommand::Connect { multiaddr } => {
-                let v =
-                    admin::require(&ctx.data_dir, &Request::Connect { addr: multiaddr }).await?;
-                print_or_json(ctx, &v, |v| {
-                    output::line(format!("Connected to peer {}", str_of(v, "peerId")))
-                })
-            }
+            P2pCommand::Connect {
+                multiaddr,
+                no_handshake,
+            } => connect(ctx, multiaddr, no_handshake).await,
             P2pCommand::Disconnect { peer_id } => {
                 let v =
                     admin::require(&ctx.data_dir, &Request::Disconnect { peer: peer_id }).await?;
@@ -55,6 +52,7 @@ pub fn run(ctx: &Context, cmd: P2pCommand) -> Result<ExitCode> {
             }
             P2pCommand::Revoke { did, reason } => revoke(ctx, &config, did, reason).await,
             P2pCommand::Revocations => revocations(ctx, &config).await,
+            P2pCommand::Session(cmd) => session(ctx, cmd).await,
         }
     })
 }
@@ -194,6 +192,125 @@ async fn peers(ctx: &Context) -> Result<ExitCode> {
         }
         output::table(&rows);
     })
+}
+
+async fn connect(ctx: &Context, addr: String, no_handshake: bool) -> Result<ExitCode> {
+    let v = admin::require(&ctx.data_dir, &Request::Connect { addr, no_handshake }).await?;
+    print_or_json(ctx, &v, |v| {
+        output::line(format!("Connected to peer {}", str_of(v, "peerId")));
+        if !no_handshake {
+            let b = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+            output::line(format!("  Peer DID:       {}", str_of(v, "peerDid")));
+            output::line(format!("  Protocol:       {}", str_of(v, "protocol")));
+            output::line(format!("  Authenticated:  {}", b("authenticated")));
+            output::line(format!("  Channel Bound:  {}", b("channelBound")));
+            output::line(format!(
+                "  Expires:        {}",
+                rfc3339_seconds(str_of(v, "expiresAt"))
+            ));
+        }
+    })
+}
+
+/// RFC 3339 with seconds precision in the local offset (`Z` for UTC), as the Go CLI prints
+/// session times.
+fn rfc3339_seconds(s: &str) -> String {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| {
+            t.to_offset(crate::local_offset())
+                .replace_nanosecond(0)
+                .ok()?
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| s.to_owned())
+}
+
+/// A session as `session list --json` prints it: the Go `Session` keys in Go's field order
+/// (minus `token`, which is never shown), then the Rust additions.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    peer_did: String,
+    created_at: String,
+    expires_at: String,
+    zk_verified: bool,
+    invalidated: bool,
+    peer_id: String,
+    protocol: String,
+    authenticated: bool,
+    channel_bound: bool,
+}
+
+async fn session(ctx: &Context, cmd: SessionCommand) -> Result<ExitCode> {
+    match cmd {
+        SessionCommand::List => {
+            let v = admin::require(&ctx.data_dir, &Request::Sessions).await?;
+            if ctx.json {
+                let list: Vec<SessionView> = serde_json::from_value(v)
+                    .context("the node answered with an unexpected session list")?;
+                output::json(&list)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            print_or_json(ctx, &v, |v| {
+                let list = v.as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    output::line("No active sessions.");
+                    return;
+                }
+                let mut rows = vec![vec![
+                    "PEER DID".to_owned(),
+                    "CREATED".to_owned(),
+                    "EXPIRES".to_owned(),
+                    "ZK VERIFIED".to_owned(),
+                ]];
+                for s in &list {
+                    rows.push(vec![
+                        str_of(s, "peerDid").to_owned(),
+                        rfc3339_seconds(str_of(s, "createdAt")),
+                        rfc3339_seconds(str_of(s, "expiresAt")),
+                        s.get("zkVerified")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false)
+                            .to_string(),
+                    ]);
+                }
+                output::table(&rows);
+            })
+        }
+        SessionCommand::Revoke { peer_did, unpin } => {
+            let Some(did) = peer_did else {
+                anyhow::bail!("--peer-did is required");
+            };
+            let v = admin::require(
+                &ctx.data_dir,
+                &Request::SessionRevoke {
+                    did: did.clone(),
+                    unpin,
+                },
+            )
+            .await?;
+            print_or_json(ctx, &v, |v| {
+                let b = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+                if b("revoked") {
+                    output::line(format!("Session for {did} revoked."));
+                } else {
+                    output::line(format!("No active session for {did}."));
+                }
+                if b("unpinned") {
+                    output::line(format!("Downgrade pin for {did} removed."));
+                }
+            })
+        }
+        SessionCommand::RevokeAll => {
+            let v = admin::require(&ctx.data_dir, &Request::SessionRevokeAll).await?;
+            print_or_json(ctx, &v, |v| {
+                let n = v.get("revoked").and_then(Value::as_u64).unwrap_or(0);
+                output::line(format!("All sessions revoked ({n})."));
+            })
+        }
+    }
 }
 
 async fn discover(ctx: &Context, tag: Option<String>) -> Result<ExitCode> {

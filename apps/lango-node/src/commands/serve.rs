@@ -4,12 +4,15 @@ use std::{process::ExitCode, sync::Arc};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use lango_p2p::{
+    auth::{PeerAuth, PeerAuthOptions},
     identity::{self, KeyOrigin, KeyStorage},
     node::{self, NodeHandle, NodeOptions},
+    pins::Pins,
     reputation::Reputation,
     revocation::Revocations,
 };
 use lango_secrets::UnlockOptions;
+use lango_session::{InvalidationReason, SessionStore};
 use serde_json::{Value, json};
 
 use crate::{
@@ -46,6 +49,7 @@ pub fn require_enabled(config: &NodeConfig) -> Result<()> {
 /// What the admin socket serves: the running node and the stores it shares.
 pub struct Services {
     node: NodeHandle,
+    auth: PeerAuth,
     reputation: Reputation,
     revocations: Revocations,
     key_storage: KeyStorage,
@@ -53,6 +57,33 @@ pub struct Services {
 }
 
 impl Services {
+    async fn connect(&self, addr: &str, no_handshake: bool) -> Result<Value> {
+        let ma: libp2p::Multiaddr = addr.parse().map_err(|e| anyhow!("parse multiaddr: {e}"))?;
+        if lango_p2p::peer_id_of_addr(&ma).is_none() {
+            bail!("parse peer info: the address must end in /p2p/<peer-id>");
+        }
+        let peer = tokio::time::timeout(node::DIAL_TIMEOUT, self.node.connect(ma))
+            .await
+            .map_err(|_| anyhow!("connect: timed out after {:?}", node::DIAL_TIMEOUT))?
+            .map_err(|e| anyhow!("connect: {e}"))?;
+        if no_handshake {
+            return Ok(json!({ "peerId": peer.to_string() }));
+        }
+        let session = self
+            .auth
+            .handshake(peer, None)
+            .await
+            .map_err(|e| anyhow!("handshake with {peer}: {e}"))?;
+        Ok(json!({
+            "peerId": peer.to_string(),
+            "peerDid": session.peer_did,
+            "protocol": session.protocol,
+            "authenticated": session.authenticated,
+            "channelBound": session.channel_bound,
+            "expiresAt": serde_json::to_value(&session)?.get("expiresAt"),
+        }))
+    }
+
     async fn identity(&self) -> Result<Value> {
         let status = self.node.status().await?;
         Ok(json!({
@@ -80,17 +111,7 @@ impl admin::Handler for Services {
             Request::Identity => self.identity().await,
             Request::Status => Ok(serde_json::to_value(self.node.status().await?)?),
             Request::Peers => Ok(serde_json::to_value(self.node.peers().await?)?),
-            Request::Connect { addr } => {
-                let ma: libp2p::Multiaddr =
-                    addr.parse().map_err(|e| anyhow!("parse multiaddr: {e}"))?;
-                if lango_p2p::peer_id_of_addr(&ma).is_none() {
-                    bail!("parse peer info: the address must end in /p2p/<peer-id>");
-                }
-                let peer = tokio::time::timeout(node::DIAL_TIMEOUT, self.node.connect(ma))
-                    .await
-                    .map_err(|_| anyhow!("connect: timed out after {:?}", node::DIAL_TIMEOUT))??;
-                Ok(json!({ "peerId": peer.to_string() }))
-            }
+            Request::Connect { addr, no_handshake } => self.connect(&addr, no_handshake).await,
             Request::Disconnect { peer } => {
                 let id: libp2p::PeerId = peer.parse().map_err(|e| anyhow!("parse peer ID: {e}"))?;
                 let was = self.node.disconnect(id).await?;
@@ -114,6 +135,24 @@ impl admin::Handler for Services {
                 Ok(json!({ "did": did, "newlyRevoked": new }))
             }
             Request::Revocations => Ok(serde_json::to_value(self.revocations.list())?),
+            Request::Sessions => Ok(serde_json::to_value(self.auth.sessions().list())?),
+            Request::SessionRevoke { did, unpin } => {
+                let sessions = self.auth.sessions();
+                let had = sessions.invalidate(&did, InvalidationReason::ManualRevoke);
+                let unpinned = if unpin {
+                    self.auth.pins().unpin(&did).await?
+                } else {
+                    false
+                };
+                Ok(json!({ "peerDid": did, "revoked": had, "unpinned": unpinned }))
+            }
+            Request::SessionRevokeAll => {
+                let n = self
+                    .auth
+                    .sessions()
+                    .invalidate_all(InvalidationReason::ManualRevoke);
+                Ok(json!({ "revoked": n }))
+            }
         }
     }
 }
@@ -176,6 +215,7 @@ async fn run_node(
     let (wallet, wallet_created) = identity::load_or_create_wallet(&store).await?;
     let keypair = identity::libp2p_keypair(&ident.key)?;
     let wallet = Arc::new(wallet);
+    let p2p_config = p2p.clone();
     let node = node::start(NodeOptions {
         p2p,
         a2a: config.a2a.clone(),
@@ -186,6 +226,13 @@ async fn run_node(
         credential_verifier: None,
     })
     .await?;
+    let auth = match start_auth(&node, &p2p_config, &wallet, db, &revocations, &reputation).await {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = node.shutdown().await;
+            return Err(e);
+        }
+    };
     let server = match admin::Server::bind(&ctx.data_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -230,6 +277,7 @@ async fn run_node(
 
     let services = Arc::new(Services {
         node: node.clone(),
+        auth,
         reputation: reputation.clone(),
         revocations,
         key_storage: ident.storage,
@@ -256,6 +304,30 @@ async fn run_node(
         output::note("Stopped.");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sessions, pins and the handshake protocols on the started node.
+async fn start_auth(
+    node: &NodeHandle,
+    p2p: &lango_p2p::config::P2pConfig,
+    wallet: &Arc<lango_crypto::wallet::WalletKey>,
+    db: &lango_store::Database,
+    revocations: &Revocations,
+    reputation: &Reputation,
+) -> Result<PeerAuth> {
+    let sessions = SessionStore::new(&p2p.session_config()).context("create the session store")?;
+    let pins = Pins::load(db.pool().clone()).await?;
+    Ok(PeerAuth::start(
+        node,
+        PeerAuthOptions {
+            config: p2p.clone(),
+            wallet: wallet.clone(),
+            sessions,
+            revocations: revocations.clone(),
+            reputation: Some(reputation.clone()),
+            pins,
+        },
+    )?)
 }
 
 /// Words for where the node key came from this start.
