@@ -24,15 +24,17 @@ use lango_session::{NewSession, Role, SessionInfo, SessionStore, SessionToken};
 
 use crate::Error;
 use crate::clock::{Clock, check_timestamp, unix_seconds};
+use crate::hooks::RevocationCheck;
 use crate::hooks::{
     ApprovalHook, DowngradePins, NoZk, PendingHandshake, ZkHook, ZkInputs, ZkOutcome,
 };
 use crate::legacy::{
-    InitiatorAuth, UnsignedReason, check_sender_did, classify_challenge, local_expiry, require_nonce,
-    sign_challenge, sign_response, validate_ack, verify_response,
+    InitiatorAuth, UnsignedReason, check_sender_did, classify_challenge, local_expiry,
+    require_nonce, sign_challenge, sign_response, validate_ack, verify_response,
 };
-use crate::hooks::RevocationCheck;
-use crate::messages::{Challenge, ChallengeResponse, Finish, HandshakeResult, Hello, Proof, SessionAck};
+use crate::messages::{
+    Challenge, ChallengeResponse, Finish, HandshakeResult, Hello, Proof, SessionAck,
+};
 use crate::nonce::{DEFAULT_HANDSHAKE_TIMEOUT, NONCE_SIZE, NonceCache};
 use crate::protocol::Protocol;
 use crate::signer::Wallet;
@@ -577,16 +579,18 @@ impl Responder {
         write_message(reader.get_mut(), &proof).await?;
 
         // P-8: a refusal from here on is reported with a `rejected` Result.
-        let finish: Finish = reader.read_message().await?;
+        let finish: Finish = match reader.read_message().await {
+            Ok(f) => f,
+            // A Finish that does not decode (or is too large) is refused like any other;
+            // a closed or failing stream cannot carry a Result.
+            Err(e @ Error::Io { .. }) => return Err(e),
+            Err(e) => return Err(refuse(reader.get_mut(), e).await),
+        };
         let token_text = zeroize::Zeroizing::new(finish.token.expose().to_owned());
         let stored = self.store_bound(ctx, &binding, &init, &resp, &finish, &token_text);
         let (info, token) = match stored {
             Ok(v) => v,
-            Err(e) => {
-                let _ = write_message(reader.get_mut(), &HandshakeResult::rejected(&e)).await;
-                let _ = reader.get_mut().close().await;
-                return Err(e);
-            }
+            Err(e) => return Err(refuse(reader.get_mut(), e).await),
         };
 
         // P-9: pin, then reply; if the reply cannot be written the session goes.
@@ -644,6 +648,13 @@ impl Responder {
             .map_err(Error::from_session)?;
         Ok((info, token))
     }
+}
+
+/// Answers a refused 1.2 Finish with a `rejected` Result (best effort) and closes the stream.
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, e: Error) -> Error {
+    let _ = write_message(stream, &HandshakeResult::rejected(&e)).await;
+    let _ = stream.close().await;
+    e
 }
 
 /// A source of handshake nonces.

@@ -59,10 +59,7 @@ struct R {
     clock: Arc<ManualClock>,
 }
 
-fn responder_with(
-    config: HandshakeConfig,
-    f: impl FnOnce(Responder) -> Responder,
-) -> R {
+fn responder_with(config: HandshakeConfig, f: impl FnOnce(Responder) -> Responder) -> R {
     let clock = clock();
     let store = store(&clock);
     let cache = Arc::new(NonceCache::with_clock(
@@ -71,13 +68,7 @@ fn responder_with(
         clock.clone(),
     ));
     let c: Arc<dyn Clock> = clock.clone();
-    let responder = f(Responder::new(
-        wallet(2),
-        store.clone(),
-        cache,
-        c,
-        config,
-    ));
+    let responder = f(Responder::new(wallet(2), store.clone(), cache, c, config));
     R {
         responder: Arc::new(responder),
         store,
@@ -777,8 +768,8 @@ fn initiator_with(
     let clock = clock();
     let store = store(&clock);
     let c: Arc<dyn Clock> = clock;
-    let initiator = f(Initiator::new(w, store.clone(), c, config)
-        .with_nonce_source(Arc::new(|| Ok(nonce()))));
+    let initiator =
+        f(Initiator::new(w, store.clone(), c, config).with_nonce_source(Arc::new(|| Ok(nonce()))));
     I { initiator, store }
 }
 

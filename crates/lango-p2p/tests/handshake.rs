@@ -3,6 +3,8 @@
 //! spec §6.1 X-5, §7 "Hardened 1.2").
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -40,17 +42,7 @@ struct Peer {
 impl Peer {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = lango_store::Database::open(
-            &dir.path().join("lango.db"),
-            lango_store::Keying::Plaintext,
-            lango_store::OpenOptions {
-                create: true,
-                ..lango_store::OpenOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-        lango_p2p::migrate(&db).await.unwrap();
+        let db = common::plain_db(dir.path()).await;
         let revocations = Revocations::load(db.pool().clone(), &[]).await.unwrap();
         let wallet = Arc::new(WalletKey::generate().unwrap());
         let node = node::start(NodeOptions {

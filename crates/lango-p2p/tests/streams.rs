@@ -2,6 +2,8 @@
 //! one accepting a protocol, the other opening a stream to it and exchanging bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -15,17 +17,7 @@ use lango_p2p::{
 use libp2p::StreamProtocol;
 
 async fn start(dir: &std::path::Path) -> (NodeHandle, lango_store::Database) {
-    let db = lango_store::Database::open(
-        &dir.join("lango.db"),
-        lango_store::Keying::Plaintext,
-        lango_store::OpenOptions {
-            create: true,
-            ..lango_store::OpenOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    lango_p2p::migrate(&db).await.unwrap();
+    let db = common::plain_db(dir).await;
     let node = node::start(NodeOptions {
         p2p: P2pConfig {
             listen_addrs: vec![
