@@ -1,4 +1,11 @@
 //! `cargo xtask bench`: runs the criterion benches and writes `target/bench-report.md`.
+//!
+//! Besides criterion's own results, the report lists **extra metrics** that a bench binary
+//! measured itself (tail latencies, bytes per entry, ratios): any `*.json` file under
+//! `target/criterion/` outside criterion's `new/`, `base/`, `change/` and `report/` folders
+//! whose top-level object has a string `metric`, a number `value` and optionally `unit` and
+//! `note`, e.g. `target/criterion/session_resolve_1m/p99.json`:
+//! `{"metric": "session_resolve_1m/p99", "value": 1234.0, "unit": "ns", "note": "…"}`.
 
 use std::{
     fmt::Write as _,
@@ -18,8 +25,8 @@ pub fn run(args: &[String]) -> Result<()> {
     cmd.args(["bench", "--workspace", "--benches", "--"]);
     cmd.args(args);
     env::run_with(&mut cmd)?;
-    let rows = collect(&target.join("criterion"))?;
-    let report = render(&rows);
+    let (rows, metrics) = collect(&target.join("criterion"))?;
+    let report = render(&rows, &metrics);
     let out = target.join("bench-report.md");
     std::fs::write(&out, &report).with_context(|| format!("write {}", out.display()))?;
     println!("{report}");
@@ -50,16 +57,42 @@ pub struct Row {
     pub throughput: Option<(String, f64)>,
 }
 
-fn collect(root: &Path) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    if root.is_dir() {
-        walk(root, &mut rows)?;
-    }
-    rows.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(rows)
+/// One extra metric written by a bench binary (see the module documentation).
+pub struct Metric {
+    /// Name, e.g. `session_resolve_1m/p99`.
+    pub name: String,
+    /// The value, in `unit`.
+    pub value: f64,
+    /// Unit (`ns`, `B`, …); may be empty.
+    pub unit: String,
+    /// What was measured; may be empty.
+    pub note: String,
 }
 
-fn walk(dir: &Path, rows: &mut Vec<Row>) -> Result<()> {
+fn collect(root: &Path) -> Result<(Vec<Row>, Vec<Metric>)> {
+    let mut rows = Vec::new();
+    let mut metrics = Vec::new();
+    if root.is_dir() {
+        walk(root, &mut rows, &mut metrics)?;
+    }
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    metrics.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((rows, metrics))
+}
+
+/// Reads a metric file; anything that is not one is ignored.
+fn read_metric(path: &Path) -> Option<Metric> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    Some(Metric {
+        name: v["metric"].as_str()?.to_owned(),
+        value: v["value"].as_f64()?,
+        unit: text("unit"),
+        note: text("note"),
+    })
+}
+
+fn walk(dir: &Path, rows: &mut Vec<Row>, metrics: &mut Vec<Metric>) -> Result<()> {
     let new = dir.join("new");
     let est = new.join("estimates.json");
     let meta = new.join("benchmark.json");
@@ -86,7 +119,12 @@ fn walk(dir: &Path, rows: &mut Vec<Row>) -> Result<()> {
             && p.file_name()
                 .is_some_and(|n| n != "new" && n != "base" && n != "report" && n != "change")
         {
-            walk(&p, rows)?;
+            walk(&p, rows, metrics)?;
+        } else if p.is_file()
+            && p.extension().is_some_and(|e| e == "json")
+            && let Some(m) = read_metric(&p)
+        {
+            metrics.push(m);
         }
     }
     Ok(())
@@ -118,7 +156,7 @@ fn human_rate(kind: &str, per_iter: f64, ns: f64) -> String {
     }
 }
 
-fn render(rows: &[Row]) -> String {
+fn render(rows: &[Row], metrics: &[Metric]) -> String {
     let mut s =
         String::from("# Benchmark report\n\nMedians from criterion (`cargo xtask bench`).\n\n");
     s.push_str("| benchmark | median | throughput | ops/s |\n|---|---:|---:|---:|\n");
@@ -141,6 +179,17 @@ fn render(rows: &[Row]) -> String {
             tp,
             ops
         );
+    }
+    if !metrics.is_empty() {
+        s.push_str("\n## Extra metrics\n\nMeasured by the bench binaries themselves.\n\n");
+        s.push_str("| metric | value | unit | note |\n|---|---:|---|---|\n");
+        for m in metrics {
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {} | {} |",
+                m.name, m.value, m.unit, m.note
+            );
+        }
     }
     s
 }
