@@ -53,6 +53,52 @@ fn connect_authenticates_on_1_2_bound_and_sessions_are_listed_and_revoked() {
         "{out}"
     );
 
+    // status: the Go lines first, exactly; then this node's additions.
+    let st = ok(&run(&a, &["p2p", "status"]));
+    let addrs: Vec<&str> = sa.started["listenAddrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        st.starts_with(&format!(
+            "P2P Node Status\n  Peer ID:          {}\n  Listen Addrs:     [{}]\n  \
+             Connected Peers:  1 / 50\n  mDNS:             false\n  Relay:            false\n  \
+             ZK Handshake:     false\n",
+            sa.peer_id(),
+            addrs.join(" ")
+        )),
+        "{st}"
+    );
+    assert!(
+        st.contains("\n  Sessions:         1\n  Pinned Peers:     1\n"),
+        "{st}"
+    );
+    let sj = json(&a, &["p2p", "status"]);
+    for key in [
+        "connectedPeers",
+        "listenAddrs",
+        "maxPeers",
+        "mdns",
+        "peerId",
+        "relay",
+        "zkHandshake",
+    ] {
+        assert!(sj.get(key).is_some(), "status JSON lacks {key}: {sj}");
+    }
+    assert_eq!(sj["sessions"], 1);
+
+    // peers: the Go table.
+    let peers = ok(&run(&a, &["p2p", "peers"]));
+    let mut rows = peers.lines();
+    assert_eq!(rows.next().unwrap(), format!("{:<52}  ADDRESS", "PEER ID"));
+    let row = rows.next().unwrap();
+    assert!(
+        row.starts_with(&format!("{}  /ip4/127.0.0.1/tcp/", sb.peer_id())),
+        "{peers}"
+    );
+
     // session list --json: the Go keys in Go order, the Rust additions, never a token.
     let list = json(&a, &["p2p", "session", "list"]);
     let raw = ok(&run(&a, &["--json", "p2p", "session", "list"]));

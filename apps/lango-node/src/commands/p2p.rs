@@ -171,6 +171,8 @@ async fn status(ctx: &Context) -> Result<ExitCode> {
         ));
         output::line(format!("  Bootstrap Refused: {}", n("bootstrapRefused")));
         output::line(format!("  Routing Table:    {}", n("routingTablePeers")));
+        output::line(format!("  Sessions:         {}", n("sessions")));
+        output::line(format!("  Pinned Peers:     {}", n("pinnedPeers")));
     })
 }
 

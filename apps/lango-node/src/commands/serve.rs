@@ -109,7 +109,18 @@ impl admin::Handler for Services {
     async fn handle(&self, req: Request) -> Result<Value> {
         match req {
             Request::Identity => self.identity().await,
-            Request::Status => Ok(serde_json::to_value(self.node.status().await?)?),
+            Request::Status => {
+                let mut v = serde_json::to_value(self.node.status().await?)?;
+                if let Value::Object(m) = &mut v {
+                    m.insert("sessions".into(), json!(self.auth.sessions().list().len()));
+                    m.insert("pinnedPeers".into(), json!(self.auth.pins().len()));
+                    m.insert(
+                        "handshakesInProgress".into(),
+                        json!(self.auth.handshakes_in_progress()),
+                    );
+                }
+                Ok(v)
+            }
             Request::Peers => Ok(serde_json::to_value(self.node.peers().await?)?),
             Request::Connect { addr, no_handshake } => self.connect(&addr, no_handshake).await,
             Request::Disconnect { peer } => {
