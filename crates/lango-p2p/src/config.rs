@@ -130,6 +130,8 @@ pub struct P2pConfig {
     /// speaks the bare `/lango/handshake/1.2.0` dialect.
     #[serde(skip_serializing)]
     pub enable_pq_handshake: Option<bool>,
+    /// Isolated execution of remote tool calls.
+    pub tool_isolation: ToolIsolationConfig,
     /// Deprecated: directory of the legacy plaintext `node.key` (default `<data-dir>/p2p`).
     /// Read for migration and for the no-secrets-store mode only; never written.
     #[serde(skip_serializing)]
@@ -174,6 +176,7 @@ impl Default for P2pConfig {
             session_revoke_cooldown: GoDuration(session_defaults.session_revoke_cooldown),
             invalidation_history_limit: session_defaults.invalidation_history_limit,
             enable_pq_handshake: None,
+            tool_isolation: ToolIsolationConfig::default(),
             key_dir: None,
             node_key_name: None,
         }
@@ -196,6 +199,199 @@ pub enum HandshakeApproval {
     Open,
     /// No incoming handshake: this node only initiates.
     Deny,
+}
+
+/// `p2p.toolIsolation`: how remote tool calls are isolated (protocol spec §4). Off by default:
+/// then remote tool calls are refused. Defaults come from [`lango_sandbox::SandboxConfig`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ToolIsolationConfig {
+    /// Run remote tool calls isolated; `false` refuses them.
+    pub enabled: bool,
+    /// Deadline of one call (0 means 30 s; at most 10 min).
+    pub timeout_per_tool: GoDuration,
+    /// Memory cap in MiB.
+    #[serde(rename = "maxMemoryMB", alias = "maxMemoryMb")]
+    pub max_memory_mb: u64,
+    /// Refuse subprocess calls without OS isolation (namespaces).
+    pub require_os_isolation: bool,
+    /// Cap of a call's result.
+    pub max_output_bytes: usize,
+    /// Process cap of a call.
+    pub max_processes: u64,
+    /// Open-file cap of a call.
+    pub max_open_files: u64,
+    /// File-size cap in MiB.
+    #[serde(rename = "maxFileSizeMB", alias = "maxFileSizeMb")]
+    pub max_file_size_mb: u64,
+    /// Container mode.
+    pub container: ContainerSection,
+    /// Operator-configured command tools peers may call (subprocess mode).
+    pub command_tools: Vec<CommandToolConfig>,
+}
+
+/// `p2p.toolIsolation.container`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ContainerSection {
+    /// Container mode on.
+    pub enabled: bool,
+    /// `auto`, `docker`, `gvisor` or `native`.
+    pub runtime: String,
+    /// Image, present locally (build it with `cargo xtask sandbox-image`).
+    pub image: String,
+    /// `none` or a network listed in `allowedNetworks`.
+    pub network_mode: String,
+    /// Read-only root file system (unset means true).
+    pub read_only_rootfs: Option<bool>,
+    /// CPU quota per 100 ms (0 means one CPU).
+    pub cpu_quota_us: i64,
+    /// Warm pool size (0: off).
+    pub pool_size: usize,
+    /// Age at which an unused pooled container is replaced.
+    pub pool_idle_timeout: GoDuration,
+    /// No container runtime is an error rather than a fallback to subprocess mode.
+    pub require_container: bool,
+    /// `uid:gid` of the tool; never root.
+    pub user: String,
+    /// Process cap.
+    pub pids_limit: i64,
+    /// `/tmp` tmpfs size in MiB.
+    #[serde(rename = "tmpfsSizeMB", alias = "tmpfsSizeMb")]
+    pub tmpfs_size_mb: u64,
+    /// Networks besides `none` that `networkMode` may name.
+    pub allowed_networks: Vec<String>,
+}
+
+/// One `[[p2p.toolIsolation.commandTools]]` entry: `program args…` gets the call's params as
+/// JSON on stdin and writes a JSON value on stdout; a non-zero exit is a tool error.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CommandToolConfig {
+    /// Tool name peers call.
+    pub name: String,
+    /// One line for capability listings.
+    pub description: String,
+    /// Absolute path of the program.
+    pub program: String,
+    /// Fixed arguments.
+    pub args: Vec<String>,
+}
+
+impl Default for ToolIsolationConfig {
+    fn default() -> Self {
+        let d = lango_sandbox::SandboxConfig::default();
+        let c = d.container;
+        Self {
+            enabled: d.enabled,
+            timeout_per_tool: GoDuration(d.timeout_per_tool),
+            max_memory_mb: d.max_memory_mb,
+            require_os_isolation: d.require_os_isolation,
+            max_output_bytes: d.max_output_bytes,
+            max_processes: d.max_processes,
+            max_open_files: d.max_open_files,
+            max_file_size_mb: d.max_file_size_mb,
+            container: ContainerSection {
+                enabled: c.enabled,
+                runtime: c.runtime.as_str().into(),
+                image: c.image,
+                network_mode: c.network_mode,
+                read_only_rootfs: None,
+                cpu_quota_us: c.cpu_quota_us,
+                pool_size: c.pool_size,
+                pool_idle_timeout: GoDuration(c.pool_idle_timeout),
+                require_container: c.require_container,
+                user: c.user,
+                pids_limit: c.pids_limit,
+                tmpfs_size_mb: c.tmpfs_size_mb,
+                allowed_networks: c.allowed_networks,
+            },
+            command_tools: Vec::new(),
+        }
+    }
+}
+
+impl Default for ContainerSection {
+    fn default() -> Self {
+        ToolIsolationConfig::default().container
+    }
+}
+
+impl ContainerSection {
+    /// The parsed runtime choice (unknown values are reported by validation).
+    pub fn runtime_choice(&self) -> Result<lango_sandbox::RuntimeChoice, String> {
+        lango_sandbox::RuntimeChoice::parse(&self.runtime)
+    }
+}
+
+impl ToolIsolationConfig {
+    /// The sandbox settings these keys describe.
+    pub fn sandbox_config(&self) -> lango_sandbox::SandboxConfig {
+        let c = &self.container;
+        lango_sandbox::SandboxConfig {
+            enabled: self.enabled,
+            timeout_per_tool: self.timeout_per_tool.0,
+            max_memory_mb: self.max_memory_mb,
+            require_os_isolation: self.require_os_isolation,
+            max_output_bytes: self.max_output_bytes,
+            max_processes: self.max_processes,
+            max_open_files: self.max_open_files,
+            max_file_size_mb: self.max_file_size_mb,
+            container: lango_sandbox::ContainerConfig {
+                enabled: c.enabled,
+                runtime: c.runtime_choice().unwrap_or(lango_sandbox::RuntimeChoice::Auto),
+                image: c.image.clone(),
+                network_mode: c.network_mode.clone(),
+                read_only_rootfs: c.read_only_rootfs.unwrap_or(true),
+                cpu_quota_us: c.cpu_quota_us,
+                pool_size: c.pool_size,
+                pool_idle_timeout: c.pool_idle_timeout.0,
+                require_container: c.require_container,
+                user: c.user.clone(),
+                pids_limit: c.pids_limit,
+                tmpfs_size_mb: c.tmpfs_size_mb,
+                allowed_networks: c.allowed_networks.clone(),
+            },
+        }
+    }
+
+    /// The tools peers may call: the worker's built-ins and the configured command tools.
+    pub fn tool_registry(&self) -> Result<lango_sandbox::ToolRegistry, String> {
+        let mut r = lango_sandbox::ToolRegistry::builtin();
+        for t in &self.command_tools {
+            r.register_command(lango_sandbox::CommandTool {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                program: t.program.clone().into(),
+                args: t.args.clone(),
+            })
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(r)
+    }
+
+    /// Every problem, with its key path under `prefix` (`p2p.toolIsolation`).
+    pub fn validate(&self, prefix: &str) -> Result<(), Vec<String>> {
+        let mut p = Vec::new();
+        if let Err(e) = self.container.runtime_choice() {
+            p.push(format!("{prefix}.container.runtime: {e}"));
+        }
+        if let Err(e) = self.sandbox_config().validate(prefix) {
+            p.extend(e);
+        }
+        if let Err(e) = self.tool_registry() {
+            p.push(format!("{prefix}.commandTools: {e}"));
+        }
+        for t in &self.command_tools {
+            if !std::path::Path::new(&t.program).is_file() {
+                p.push(format!(
+                    "{prefix}.commandTools: {:?}: program {} does not exist",
+                    t.name, t.program
+                ));
+            }
+        }
+        if p.is_empty() { Ok(()) } else { Err(p) }
+    }
 }
 
 /// `p2p.discovery`: agent-card acceptance (protocol spec §2.4.4).
@@ -350,6 +546,9 @@ impl P2pConfig {
             p.extend(e);
         }
         if let Err(e) = self.session_config().validate(prefix) {
+            p.extend(e);
+        }
+        if let Err(e) = self.tool_isolation.validate(&format!("{prefix}.toolIsolation")) {
             p.extend(e);
         }
         if self.nonce_cache_capacity != 0
