@@ -400,3 +400,15 @@ async fn command_tools_run_inside_the_sandbox() {
     let e = s.ex.execute("not_registered", Map::new()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotAvailable);
 }
+
+#[tokio::test]
+async fn isolation_self_checks_pass_and_peers_cannot_call_them() {
+    let Some(s) = sandbox() else { return };
+    let checks = s.ex.self_check().await.unwrap();
+    assert_eq!(checks.len(), 7, "{checks:?}");
+    for (name, passed) in &checks {
+        assert!(passed, "self-check failed: {name} ({checks:?})");
+    }
+    let e = s.ex.execute("__lango_self_check", Map::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotAvailable);
+}

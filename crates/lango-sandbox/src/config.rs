@@ -11,7 +11,10 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// `p2p.toolIsolation`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxConfig {
-    /// Remote tool calls run isolated; off means they are refused.
+    /// Remote tool calls run isolated; off means they are refused. On by default in lango-rs
+    /// (the Go node defaults to off and then ran calls in process): with it on, only
+    /// worker-safe tools run, in the sandbox, and without the required isolation calls are
+    /// still refused.
     pub enabled: bool,
     /// Deadline of one call; zero means 30 s.
     pub timeout_per_tool: Duration,
@@ -34,7 +37,7 @@ pub struct SandboxConfig {
 impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             timeout_per_tool: DEFAULT_TIMEOUT,
             max_memory_mb: 256,
             require_os_isolation: true,

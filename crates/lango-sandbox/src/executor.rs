@@ -22,6 +22,30 @@ pub trait Executor: Send + Sync {
     /// How calls are isolated, for status output: `subprocess(namespaces+…)`,
     /// `container(docker)`, `in-process`.
     fn isolation(&self) -> String;
+
+    /// Runs the worker's isolation self-checks (empty environment, private workdir, network
+    /// denied, writes outside the workdir denied, the node's /proc entry hidden, memory and
+    /// process limits) inside this executor's sandbox: `(check, passed)` pairs.
+    async fn self_check(&self) -> Result<Vec<(String, bool)>, ExecError> {
+        Err(ExecError::NotAvailable {
+            tool: crate::protocol::SELF_CHECK_TOOL.into(),
+            reason: "this executor has no sandbox to check".into(),
+        })
+    }
+}
+
+/// The self-check request's params and the reading of its output.
+pub(crate) fn self_check_params() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("nodePid".into(), Value::from(std::process::id()));
+    m
+}
+
+/// `(check, passed)` pairs from the self-check tool's output.
+pub(crate) fn self_check_results(out: Map<String, Value>) -> Vec<(String, bool)> {
+    out.into_iter()
+        .map(|(k, v)| (k, v.as_bool().unwrap_or(false)))
+        .collect()
 }
 
 /// Calls a tool function in the caller's process, for the owner's own agent only.

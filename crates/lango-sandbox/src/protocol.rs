@@ -28,6 +28,11 @@ pub const STDERR_KEEP_BYTES: usize = 64 << 10;
 /// Longest tool-level error message passed on (spec §2.2.2 item 14).
 pub const MAX_TOOL_ERROR_BYTES: usize = 1024;
 
+/// The worker's own isolation self-check. It is not in any registry, so no peer request can
+/// reach it (unknown tools are refused before the executor); only
+/// [`Executor::self_check`](crate::Executor::self_check) sends it.
+pub const SELF_CHECK_TOOL: &str = "__lango_self_check";
+
 /// Exit code of a worker whose request could not be served (a JSON error was still written).
 pub const EXIT_PROTOCOL: i32 = 1;
 /// Exit code of a worker that panicked (it writes `{"error":"worker panic"}`).

@@ -740,6 +740,17 @@ impl Executor for SubprocessExecutor {
     fn isolation(&self) -> String {
         format!("subprocess({})", self.report.backends())
     }
+
+    async fn self_check(&self) -> Result<Vec<(String, bool)>, ExecError> {
+        let out = self
+            .run(
+                crate::protocol::SELF_CHECK_TOOL,
+                crate::executor::self_check_params(),
+                None,
+            )
+            .await?;
+        Ok(crate::executor::self_check_results(out))
+    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,10 @@ pub fn run(registry: &ToolRegistry) -> i32 {
             return EXIT_PROTOCOL;
         }
     };
+    if req.tool_name == crate::protocol::SELF_CHECK_TOOL && req.command.is_none() {
+        write_result(&WorkerResult::ok(self_check(&params)));
+        return 0;
+    }
     let outcome = match (&req.command, registry.get(&req.tool_name).map(|t| &t.kind)) {
         (Some(cmd), _) => run_command(cmd, &params, req.timeout_ms),
         (None, Some(ToolKind::Function(f))) => Ok(f(&params)),
@@ -231,4 +235,55 @@ fn run_command(
         Ok(v) => Ok(Ok(v)),
         Err(_) => Ok(Err("command output is not JSON".into())),
     }
+}
+
+/// The isolation self-checks of `p2p sandbox test --isolation` (spec §5.2), run inside the
+/// sandbox after confinement: each entry is `true` when the isolation held.
+fn self_check(params: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut put = |k: &str, ok: bool| {
+        out.insert(k.into(), Value::Bool(ok));
+    };
+    let keys: Vec<String> = std::env::vars_os()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .collect();
+    put(
+        "empty environment",
+        keys.len() == 4 && crate::confine::WORKER_ENV.iter().all(|w| keys.iter().any(|k| k == w)),
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let cwd = std::env::current_dir().ok();
+        let private = cwd
+            .as_ref()
+            .and_then(|d| std::fs::metadata(d).ok())
+            .is_some_and(|m| m.permissions().mode() & 0o077 == 0 && m.uid() == nix::unistd::getuid().as_raw());
+        put("private workdir", private && std::env::var_os("HOME").map(std::path::PathBuf::from) == cwd);
+        let connect = |ip: [u8; 4], port| {
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from((ip, port)),
+                Duration::from_millis(500),
+            )
+            .is_err()
+        };
+        put("network denied", connect([1, 1, 1, 1], 53) && connect([8, 8, 8, 8], 53));
+        let outside = ["/lango-selfcheck", "/tmp/lango-selfcheck", "/usr/lango-selfcheck"];
+        put(
+            "write outside workdir denied",
+            outside.iter().all(|p| std::fs::write(p, b"x").is_err()),
+        );
+        let node = params.get("nodePid").and_then(Value::as_u64).unwrap_or(0);
+        put(
+            "parent /proc not visible",
+            node > 0
+                && std::fs::read(format!("/proc/{node}/environ")).is_err()
+                && std::fs::read(format!("/proc/{node}/cmdline")).map_or(true, |c| c.is_empty()),
+        );
+        use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+        let finite = |r| getrlimit(r).is_ok_and(|(soft, _)| soft != RLIM_INFINITY);
+        put("memory limit enforced", finite(Resource::RLIMIT_AS));
+        put("process limit enforced", finite(Resource::RLIMIT_NPROC));
+    }
+    out
 }

@@ -148,4 +148,16 @@ impl Executor for ContainerExecutor {
     fn isolation(&self) -> String {
         format!("container({})", self.runtime.kind().as_str())
     }
+
+    async fn self_check(&self) -> Result<Vec<(String, bool)>, ExecError> {
+        let request = WorkerRequest {
+            version: 1,
+            tool_name: crate::protocol::SELF_CHECK_TOOL.into(),
+            params: Value::Object(crate::executor::self_check_params()),
+            timeout_ms: Some(self.timeout.as_millis() as u64),
+            command: None,
+            confine: None,
+        };
+        Ok(crate::executor::self_check_results(self.runtime.run(&request).await?))
+    }
 }

@@ -1,0 +1,89 @@
+//! Sandbox call latency (`cargo xtask bench sandbox`).
+//!
+//! - `sandbox/subprocess_echo`: one `sandbox_echo` call through the real subprocess executor
+//!   (bubblewrap namespaces, rlimits, Landlock, seccomp, a fresh workdir) — criterion.
+//! - Tail latency: 300 calls timed one by one; p50 and p99 are printed and written as metric
+//!   files (`<criterion dir>/sandbox/subprocess_p50.json`, `subprocess_p99.json`).
+//!
+//! Skips with a message when the machine has no user namespaces (bubblewrap).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use criterion::Criterion;
+use lango_sandbox::{Executor, IsolationReport, SubprocessExecutor, SubprocessOptions};
+use serde_json::{Map, json};
+
+fn criterion_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("criterion")
+}
+
+/// Writes one metric file for `cargo xtask bench` (format documented in xtask/src/bench.rs).
+fn write_metric(dir: &Path, file: &str, metric: &str, value: f64, unit: &str, note: &str) {
+    let body = json!({ "metric": metric, "value": value, "unit": unit, "note": note });
+    if std::fs::create_dir_all(dir).is_ok() {
+        let _ = std::fs::write(dir.join(file), body.to_string());
+    }
+}
+
+fn params() -> Map<String, serde_json::Value> {
+    json!({"msg": "sandbox-smoke-test"}).as_object().cloned().unwrap()
+}
+
+fn main() {
+    if let Err(why) = IsolationReport::probe().namespaces {
+        eprintln!("sandbox benches skipped: {why}");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let ex = Arc::new(
+        SubprocessExecutor::new(
+            SubprocessOptions {
+                worker: env!("CARGO_BIN_EXE_lango-adversarial-worker").into(),
+                timeout: Duration::from_secs(30),
+                max_memory_mb: 256,
+                max_output_bytes: 1 << 20,
+                max_processes: 32,
+                max_open_files: 64,
+                max_file_size_mb: 16,
+                require_os_isolation: true,
+                sandbox_root: Some(root.path().join("sbx")),
+            },
+            Arc::new(lango_sandbox_adversarial::registry()),
+        )
+        .unwrap(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = Criterion::default().configure_from_args();
+    {
+        let mut g = c.benchmark_group("sandbox");
+        g.sample_size(30).measurement_time(Duration::from_secs(10));
+        g.bench_function("subprocess_echo", |b| {
+            b.iter(|| rt.block_on(ex.execute("sandbox_echo", params())).unwrap())
+        });
+        g.finish();
+    }
+    let mut samples: Vec<f64> = (0..300)
+        .map(|_| {
+            let t = Instant::now();
+            rt.block_on(ex.execute("sandbox_echo", params())).unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    let p50 = samples[samples.len() / 2];
+    let p99 = samples[samples.len() * 99 / 100];
+    eprintln!("subprocess sandbox_echo: p50 {p50:.2} ms, p99 {p99:.2} ms (300 calls)");
+    let dir = criterion_dir().join("sandbox");
+    let note = "sandbox_echo through bwrap namespaces + Landlock + seccomp, 300 sequential calls";
+    write_metric(&dir, "subprocess_p50.json", "subprocess sandbox_echo p50", p50, "ms", note);
+    write_metric(&dir, "subprocess_p99.json", "subprocess sandbox_echo p99", p99, "ms", note);
+    c.final_summary();
+}
