@@ -10,7 +10,8 @@ use std::{
     process::{Command, Output},
 };
 
-/// The `lango-node` binary of this build (built on demand by `cargo build -p lango-node`).
+/// The `lango-node` binary of this build (built on demand by `cargo build -p lango-node`, with
+/// the `lango-sandbox-worker` it runs tool calls in next to it).
 pub fn node_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -23,12 +24,26 @@ pub fn node_bin() -> PathBuf {
             };
             let bin = target.join(profile).join("lango-node");
             let mut build = Command::new(env!("CARGO"));
-            build.args(["build", "--quiet", "-p", "lango-node"]);
+            build.args([
+                "build",
+                "--quiet",
+                "-p",
+                "lango-node",
+                "-p",
+                "lango-sandbox",
+                "--bin",
+                "lango-node",
+                "--bin",
+                "lango-sandbox-worker",
+            ]);
             if !cfg!(debug_assertions) {
                 build.arg("--release");
             }
             let status = build.status().expect("run cargo build -p lango-node");
-            assert!(status.success(), "cargo build -p lango-node failed");
+            assert!(
+                status.success(),
+                "cargo build of lango-node and its worker failed"
+            );
             bin
         })
         .clone()

@@ -99,6 +99,14 @@ pub enum Request {
     },
     /// Invalidate every session (`manual_revoke`).
     SessionRevokeAll,
+    /// The sandbox the node runs remote tool calls in.
+    SandboxStatus,
+    /// Remove orphaned sandbox containers with the node's own runtime.
+    SandboxCleanup {
+        /// Every sandbox container, in-flight ones included.
+        #[serde(default)]
+        force: bool,
+    },
 }
 
 /// The answer.

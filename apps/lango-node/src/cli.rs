@@ -250,6 +250,36 @@ pub enum P2pCommand {
     /// The running node's authenticated sessions. Tokens are never shown.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// The sandbox remote tool calls run in: which runtime is used and why, a smoke test,
+    /// and removal of orphaned containers. Works with networking off.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Show the isolation remote tool calls get: the runtime chosen and why others were
+    /// skipped, the OS isolation layers active, the image ID and the pool. Asks the running
+    /// node when there is one, else probes this machine as `serve` would.
+    Status,
+    /// Run the built-in `sandbox_echo` tool through the configured executor and show the
+    /// timing.
+    Test {
+        /// Also run the isolation self-checks inside the sandbox (empty environment, private
+        /// workdir, network denied, writes outside the workdir denied, the node's /proc hidden,
+        /// memory and process limits): one PASS or FAIL line each; any FAIL exits 1.
+        #[arg(long)]
+        isolation: bool,
+    },
+    /// Remove orphaned sandbox containers (stopped ones, stale ones, and those of node
+    /// processes that have gone). A running node's in-flight containers are kept.
+    ///
+    /// Example: lango-node p2p sandbox cleanup --all
+    Cleanup {
+        /// Remove every container labelled lango.sandbox=true, in-flight ones included.
+        #[arg(long, alias = "all")]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -23,6 +23,10 @@ pub(crate) fn local_offset() -> time::UtcOffset {
 }
 
 fn main() -> ExitCode {
+    // Worker mode first, before any configuration, database, keyring or logging (spec §2.2.2).
+    if lango_sandbox::worker::is_worker_invocation() {
+        lango_sandbox::worker::main(&lango_sandbox::ToolRegistry::builtin());
+    }
     let _ =
         LOCAL_OFFSET.set(time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC));
     let cli = cli::Cli::parse();

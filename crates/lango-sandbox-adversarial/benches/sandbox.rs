@@ -6,7 +6,12 @@
 //!   files (`<criterion dir>/sandbox/subprocess_p50.json`, `subprocess_p99.json`).
 //!
 //! Skips with a message when the machine has no user namespaces (bubblewrap).
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
 
 use std::{
     path::{Path, PathBuf},
@@ -34,7 +39,10 @@ fn write_metric(dir: &Path, file: &str, metric: &str, value: f64, unit: &str, no
 }
 
 fn params() -> Map<String, serde_json::Value> {
-    json!({"msg": "sandbox-smoke-test"}).as_object().cloned().unwrap()
+    json!({"msg": "sandbox-smoke-test"})
+        .as_object()
+        .cloned()
+        .unwrap()
 }
 
 fn main() {
@@ -83,7 +91,21 @@ fn main() {
     eprintln!("subprocess sandbox_echo: p50 {p50:.2} ms, p99 {p99:.2} ms (300 calls)");
     let dir = criterion_dir().join("sandbox");
     let note = "sandbox_echo through bwrap namespaces + Landlock + seccomp, 300 sequential calls";
-    write_metric(&dir, "subprocess_p50.json", "subprocess sandbox_echo p50", p50, "ms", note);
-    write_metric(&dir, "subprocess_p99.json", "subprocess sandbox_echo p99", p99, "ms", note);
+    write_metric(
+        &dir,
+        "subprocess_p50.json",
+        "subprocess sandbox_echo p50",
+        p50,
+        "ms",
+        note,
+    );
+    write_metric(
+        &dir,
+        "subprocess_p99.json",
+        "subprocess sandbox_echo p99",
+        p99,
+        "ms",
+        note,
+    );
     c.final_summary();
 }

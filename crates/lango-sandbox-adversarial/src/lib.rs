@@ -19,6 +19,7 @@ use lango_sandbox::{IsolationClass, ToolRegistry};
 use serde_json::{Map, Value, json};
 
 type Params = Map<String, Value>;
+type ToolFn = fn(&Params) -> Result<Value, String>;
 
 fn num(p: &Params, key: &str, default: u64) -> u64 {
     p.get(key).and_then(Value::as_u64).unwrap_or(default)
@@ -27,7 +28,11 @@ fn num(p: &Params, key: &str, default: u64) -> u64 {
 fn strings(p: &Params, key: &str) -> Vec<String> {
     p.get(key)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -41,7 +46,7 @@ fn outcome<T, E: std::fmt::Display>(r: Result<T, E>) -> Value {
 /// The built-in registry plus every adversarial tool, all worker-safe.
 pub fn registry() -> ToolRegistry {
     let mut r = ToolRegistry::builtin();
-    let tools: &[(&str, fn(&Params) -> Result<Value, String>)] = &[
+    let tools: &[(&str, ToolFn)] = &[
         ("adv_fork_bomb", fork_bomb),
         ("adv_memory_bomb", memory_bomb),
         ("adv_busy_loop", busy_loop),
@@ -62,7 +67,13 @@ pub fn registry() -> ToolRegistry {
         ("adv_setuid_probe", setuid_probe),
         ("adv_limits_probe", limits_probe),
         ("adv_sleep", sleep),
-        ("adv_fail", |p| Err(p.get("message").and_then(Value::as_str).unwrap_or("failed").to_owned())),
+        ("adv_fail", |p| {
+            Err(p
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("failed")
+                .to_owned())
+        }),
     ];
     for (name, f) in tools {
         let f = *f;
@@ -163,7 +174,9 @@ fn fd_probe(_: &Params) -> Result<Value, String> {
 
 fn read_env(_: &Params) -> Result<Value, String> {
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    Ok(json!({"env": env, "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()}))
+    Ok(
+        json!({"env": env, "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()}),
+    )
 }
 
 fn read_parent(p: &Params) -> Result<Value, String> {
@@ -181,9 +194,8 @@ fn read_parent(p: &Params) -> Result<Value, String> {
             f.read(&mut b)
         });
         // SAFETY: PTRACE_ATTACH with null addr/data; a success is detached at once.
-        let attach = unsafe {
-            libc::ptrace(libc::PTRACE_ATTACH, pid as libc::pid_t, 0usize, 0usize)
-        };
+        let attach =
+            unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid as libc::pid_t, 0usize, 0usize) };
         let attach = if attach == 0 {
             // SAFETY: as above.
             unsafe { libc::ptrace(libc::PTRACE_DETACH, pid as libc::pid_t, 0usize, 0usize) };
@@ -209,9 +221,13 @@ fn write_outside(p: &Params) -> Result<Value, String> {
     for path in strings(p, "paths") {
         out.insert(path.clone(), outcome(std::fs::write(&path, b"pwned")));
     }
-    let inside = std::env::current_dir().map_err(|e| e.to_string())?.join("inside.txt");
+    let inside = std::env::current_dir()
+        .map_err(|e| e.to_string())?
+        .join("inside.txt");
     out.insert("inside".into(), outcome(std::fs::write(&inside, b"fine")));
-    Ok(json!({"results": out, "workdir": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()}))
+    Ok(
+        json!({"results": out, "workdir": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()}),
+    )
 }
 
 fn read_secrets(p: &Params) -> Result<Value, String> {
@@ -330,7 +346,10 @@ fn status_field(name: &str) -> String {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim().to_owned()))
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_owned())
+        })
         .unwrap_or_default()
 }
 

@@ -3,7 +3,12 @@
 //! maxProcesses = 16. Without bubblewrap these tests skip with a printed reason, and fail
 //! when `CI=true`.
 #![allow(unsafe_code)]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 use std::{
     path::PathBuf,
@@ -87,31 +92,48 @@ async fn t_g1_echo_returns_params_and_empty_is_empty_object() {
     let Some(s) = sandbox() else { return };
     let p = obj(json!({"msg": "sandbox-smoke-test", "n": [1, 2]}));
     assert_eq!(s.ex.execute("sandbox_echo", p.clone()).await.unwrap(), p);
-    assert_eq!(s.ex.execute("sandbox_echo", Map::new()).await.unwrap(), Map::new());
-    assert!(s.ex.isolation().starts_with("subprocess(namespaces"), "{}", s.ex.isolation());
+    assert_eq!(
+        s.ex.execute("sandbox_echo", Map::new()).await.unwrap(),
+        Map::new()
+    );
+    assert!(
+        s.ex.isolation().starts_with("subprocess(namespaces"),
+        "{}",
+        s.ex.isolation()
+    );
 }
 
 #[tokio::test]
 async fn t_g2_fork_bomb_is_contained() {
     let Some(s) = sandbox() else { return };
     let started = Instant::now();
-    let (bomb, echo) = tokio::join!(
-        s.ex.execute("adv_fork_bomb", Map::new()),
-        async {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let t = Instant::now();
-            let r = s.ex.execute("sandbox_echo", obj(json!({"during": "bomb"}))).await;
-            (r, t.elapsed())
-        }
-    );
+    let (bomb, echo) = tokio::join!(s.ex.execute("adv_fork_bomb", Map::new()), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t = Instant::now();
+        let r =
+            s.ex.execute("sandbox_echo", obj(json!({"during": "bomb"})))
+                .await;
+        (r, t.elapsed())
+    });
     let e = bomb.unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::ResourceLimit | ErrorKind::Timeout), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        matches!(e.kind(), ErrorKind::ResourceLimit | ErrorKind::Timeout),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     let (echo, took) = echo;
     assert_eq!(echo.unwrap(), obj(json!({"during": "bomb"})));
     assert!(took < Duration::from_secs(5));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(processes_named("adv_fork_child"), 0, "fork bomb children survived");
+    assert_eq!(
+        processes_named("adv_fork_child"),
+        0,
+        "fork bomb children survived"
+    );
 }
 
 #[tokio::test]
@@ -119,11 +141,20 @@ async fn t_g3_memory_bomb_hits_the_limit_not_the_node() {
     let Some(s) = sandbox() else { return };
     let before = rss_kib();
     let started = Instant::now();
-    let e = s.ex.execute("adv_memory_bomb", obj(json!({"mb": 1024}))).await.unwrap_err();
+    let e =
+        s.ex.execute("adv_memory_bomb", obj(json!({"mb": 1024})))
+            .await
+            .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ResourceLimit, "{e}");
-    assert_eq!(e.peer_message(), "tool \"adv_memory_bomb\" exceeded resource limits");
+    assert_eq!(
+        e.peer_message(),
+        "tool \"adv_memory_bomb\" exceeded resource limits"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(rss_kib().saturating_sub(before) < 16 * 1024, "parent RSS grew");
+    assert!(
+        rss_kib().saturating_sub(before) < 16 * 1024,
+        "parent RSS grew"
+    );
 }
 
 #[tokio::test]
@@ -131,18 +162,35 @@ async fn t_g4_busy_loop_times_out_on_time() {
     let Some(s) = sandbox() else { return };
     let started = Instant::now();
     let e = s.ex.execute("adv_busy_loop", Map::new()).await.unwrap_err();
-    assert_eq!(e.peer_message(), "tool \"adv_busy_loop\" timed out after 3s");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(
+        e.peer_message(),
+        "tool \"adv_busy_loop\" timed out after 3s"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn t_g5_background_daemon_dies_with_the_call() {
     let Some(s) = sandbox() else { return };
     let started = Instant::now();
-    let _ = s.ex.execute("adv_spawn_daemon", obj(json!({"secs": 600}))).await;
-    assert!(started.elapsed() < Duration::from_secs(4 + 2), "{:?}", started.elapsed());
+    let _ =
+        s.ex.execute("adv_spawn_daemon", obj(json!({"secs": 600})))
+            .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4 + 2),
+        "{:?}",
+        started.elapsed()
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(processes_named("adv_daemon"), 0, "the daemon outlived the call");
+    assert_eq!(
+        processes_named("adv_daemon"),
+        0,
+        "the daemon outlived the call"
+    );
 }
 
 #[tokio::test]
@@ -162,8 +210,15 @@ async fn t_g6_only_stdio_and_the_result_channel_are_open() {
             fd.parse::<i32>().unwrap() > 2 && !target.as_str().unwrap().ends_with("/fd")
         })
         .collect();
-    assert_eq!(others.len(), 1, "only the result channel beyond 0-2: {fds:?}");
-    assert!(others[0].1.as_str().unwrap().starts_with("pipe:"), "{fds:?}");
+    assert_eq!(
+        others.len(),
+        1,
+        "only the result channel beyond 0-2: {fds:?}"
+    );
+    assert!(
+        others[0].1.as_str().unwrap().starts_with("pipe:"),
+        "{fds:?}"
+    );
 }
 
 #[tokio::test]
@@ -185,13 +240,19 @@ async fn t_g7_environment_is_fixed() {
 async fn t_g8_parent_memory_environ_and_ptrace_are_out_of_reach() {
     let Some(s) = sandbox() else { return };
     let me = std::process::id();
-    let out = s.ex.execute("adv_read_parent", obj(json!({"pid": me}))).await.unwrap();
+    let out =
+        s.ex.execute("adv_read_parent", obj(json!({"pid": me})))
+            .await
+            .unwrap();
     let attempts = out["attempts"].as_object().unwrap();
     let node = &attempts[&me.to_string()];
     assert_eq!(node["visible"], false, "the node's pid is visible: {out:?}");
     for (pid, a) in attempts {
         for k in ["environ", "mem", "ptrace"] {
-            assert!(a[k].as_str().unwrap().starts_with("error"), "{pid} {k}: {out:?}");
+            assert!(
+                a[k].as_str().unwrap().starts_with("error"),
+                "{pid} {k}: {out:?}"
+            );
         }
     }
 }
@@ -209,15 +270,20 @@ async fn t_g9_writes_outside_the_workdir_fail_and_the_workdir_goes() {
         std::env::temp_dir().join(format!("pwned-{}", std::process::id())),
         worker_dir.join("pwned-by-sandbox"),
     ];
-    let out = s
-        .ex
-        .execute("adv_write_outside", obj(json!({"paths": paths})))
-        .await
-        .unwrap();
+    let out =
+        s.ex.execute("adv_write_outside", obj(json!({"paths": paths})))
+            .await
+            .unwrap();
     let results = out["results"].as_object().unwrap();
     assert_eq!(results["inside"], "ok");
     for p in &paths {
-        assert!(results[&p.display().to_string()].as_str().unwrap().starts_with("error"), "{out:?}");
+        assert!(
+            results[&p.display().to_string()]
+                .as_str()
+                .unwrap()
+                .starts_with("error"),
+            "{out:?}"
+        );
         assert!(!p.exists(), "{} was written", p.display());
     }
     let workdir = PathBuf::from(out["workdir"].as_str().unwrap());
@@ -236,9 +302,15 @@ async fn t_g10_secrets_are_unreadable() {
         std::fs::write(&p, b"decoy secret").unwrap();
         paths.push(p.display().to_string());
     }
-    let out = s.ex.execute("adv_read_secrets", obj(json!({"paths": paths}))).await.unwrap();
+    let out =
+        s.ex.execute("adv_read_secrets", obj(json!({"paths": paths})))
+            .await
+            .unwrap();
     for p in &paths {
-        assert!(out["results"][p].as_str().unwrap().starts_with("error"), "{out:?}");
+        assert!(
+            out["results"][p].as_str().unwrap().starts_with("error"),
+            "{out:?}"
+        );
     }
 }
 
@@ -247,9 +319,11 @@ async fn t_g11_no_network() {
     let Some(s) = sandbox() else { return };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local = listener.local_addr().unwrap().to_string();
-    let out = s
-        .ex
-        .execute("adv_net_connect", obj(json!({"tcp": [local, "1.1.1.1:53"]})))
+    let out =
+        s.ex.execute(
+            "adv_net_connect",
+            obj(json!({"tcp": [local, "1.1.1.1:53"]})),
+        )
         .await
         .unwrap();
     for (what, r) in out["results"].as_object().unwrap() {
@@ -263,11 +337,20 @@ async fn t_g11_no_network() {
 async fn t_g12_output_floods_are_cut() {
     let Some(s) = sandbox() else { return };
     let before = rss_kib();
-    let e = s.ex.execute("adv_stdout_flood", obj(json!({"mb": 100}))).await.unwrap_err();
+    let e =
+        s.ex.execute("adv_stdout_flood", obj(json!({"mb": 100})))
+            .await
+            .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::OutputTooLarge, "{e}");
-    assert_eq!(e.peer_message(), "tool \"adv_stdout_flood\" output too large");
+    assert_eq!(
+        e.peer_message(),
+        "tool \"adv_stdout_flood\" output too large"
+    );
     assert!(rss_kib().saturating_sub(before) < 16 * 1024);
-    let ok = s.ex.execute("adv_stderr_flood", obj(json!({"mb": 10}))).await.unwrap();
+    let ok =
+        s.ex.execute("adv_stderr_flood", obj(json!({"mb": 10})))
+            .await
+            .unwrap();
     assert_eq!(ok, obj(json!({"ok": true})));
 }
 
@@ -275,29 +358,48 @@ async fn t_g12_output_floods_are_cut() {
 async fn t_g13_garbage_signals_and_panics() {
     let Some(s) = sandbox() else { return };
     let ok = s.ex.execute("adv_print_garbage", Map::new()).await.unwrap();
-    assert_eq!(ok, obj(json!({"ok": true})), "tool writes are kept off the result channel");
-    let e = s.ex.execute("adv_exit_signal", Map::new()).await.unwrap_err();
+    assert_eq!(
+        ok,
+        obj(json!({"ok": true})),
+        "tool writes are kept off the result channel"
+    );
+    let e =
+        s.ex.execute("adv_exit_signal", Map::new())
+            .await
+            .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::WorkerFailure);
-    assert_eq!(e.peer_message(), "tool \"adv_exit_signal\" execution failed");
+    assert_eq!(
+        e.peer_message(),
+        "tool \"adv_exit_signal\" execution failed"
+    );
     let e = s.ex.execute("adv_panic", Map::new()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::WorkerFailure);
     assert!(e.to_string().contains("worker panic"), "{e}");
     assert!(!e.peer_message().contains(".lango"));
-    let e = s.ex.execute("adv_fail", obj(json!({"message": "bad input"}))).await.unwrap_err();
+    let e =
+        s.ex.execute("adv_fail", obj(json!({"message": "bad input"})))
+            .await
+            .unwrap_err();
     assert_eq!(e.peer_message(), "tool \"adv_fail\": bad input");
 }
 
 #[tokio::test]
 async fn t_g14_file_size_limit() {
     let Some(s) = sandbox() else { return };
-    let e = s.ex.execute("adv_file_size_bomb", obj(json!({"mb": 100}))).await.unwrap_err();
+    let e =
+        s.ex.execute("adv_file_size_bomb", obj(json!({"mb": 100})))
+            .await
+            .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ResourceLimit, "{e}");
 }
 
 #[tokio::test]
 async fn t_g15_open_files_stop_at_the_limit() {
     let Some(s) = sandbox() else { return };
-    let out = s.ex.execute("adv_open_many_files", Map::new()).await.unwrap();
+    let out =
+        s.ex.execute("adv_open_many_files", Map::new())
+            .await
+            .unwrap();
     let n = out["opened"].as_u64().unwrap();
     assert!(n > 0 && n < 64, "{out:?}");
     // The node is unaffected.
@@ -334,14 +436,20 @@ fn t_g17_worker_mode_is_strict() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["error"].as_str().unwrap().starts_with("decode request"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().starts_with("decode request"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
 async fn t_g18_oversized_request_is_refused_by_the_worker() {
     let Some(s) = sandbox() else { return };
     let big = "x".repeat(2 << 20);
-    let e = s.ex.execute("sandbox_echo", obj(json!({"blob": big}))).await.unwrap_err();
+    let e =
+        s.ex.execute("sandbox_echo", obj(json!({"blob": big})))
+            .await
+            .unwrap_err();
     assert_eq!(e.peer_message(), "tool \"sandbox_echo\" execution failed");
     assert!(e.to_string().contains("request larger than"), "{e}");
 }
@@ -354,8 +462,11 @@ async fn t_g19_required_isolation_missing_means_no_executor() {
     };
     let root = tempfile::tempdir().unwrap();
     let registry = Arc::new(lango_sandbox_adversarial::registry());
-    let refused =
-        SubprocessExecutor::with_isolation(options(root.path().into()), registry.clone(), forced.clone());
+    let refused = SubprocessExecutor::with_isolation(
+        options(root.path().into()),
+        registry.clone(),
+        forced.clone(),
+    );
     assert!(
         matches!(refused, Err(lango_sandbox::Error::IsolationUnavailable(ref w)) if w == "forced failure"),
         "{:?}",
@@ -367,7 +478,10 @@ async fn t_g19_required_isolation_missing_means_no_executor() {
     let degraded = SubprocessExecutor::with_isolation(opts, registry, forced).unwrap();
     assert!(!degraded.isolation().contains("namespaces"));
     let p = obj(json!({"msg": "degraded"}));
-    assert_eq!(degraded.execute("sandbox_echo", p.clone()).await.unwrap(), p);
+    assert_eq!(
+        degraded.execute("sandbox_echo", p.clone()).await.unwrap(),
+        p
+    );
 }
 
 #[tokio::test]
@@ -386,18 +500,23 @@ async fn command_tools_run_inside_the_sandbox() {
             name: "whoami_net".into(),
             description: "tries the network and reports".into(),
             program: "/bin/sh".into(),
-            args: vec![
-                "-c".into(),
-                "echo probe >&2; exit 3".into(),
-            ],
+            args: vec!["-c".into(), "echo probe >&2; exit 3".into()],
         })
         .unwrap();
-    let Some(s) = sandbox_with(registry) else { return };
+    let Some(s) = sandbox_with(registry) else {
+        return;
+    };
     let p = obj(json!({"q": "hello", "n": 2}));
     assert_eq!(s.ex.execute("json_cat", p.clone()).await.unwrap(), p);
     let e = s.ex.execute("whoami_net", Map::new()).await.unwrap_err();
-    assert_eq!(e.peer_message(), "tool \"whoami_net\": command exited with status 3");
-    let e = s.ex.execute("not_registered", Map::new()).await.unwrap_err();
+    assert_eq!(
+        e.peer_message(),
+        "tool \"whoami_net\": command exited with status 3"
+    );
+    let e =
+        s.ex.execute("not_registered", Map::new())
+            .await
+            .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotAvailable);
 }
 
@@ -409,6 +528,9 @@ async fn isolation_self_checks_pass_and_peers_cannot_call_them() {
     for (name, passed) in &checks {
         assert!(passed, "self-check failed: {name} ({checks:?})");
     }
-    let e = s.ex.execute("__lango_self_check", Map::new()).await.unwrap_err();
+    let e =
+        s.ex.execute("__lango_self_check", Map::new())
+            .await
+            .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotAvailable);
 }

@@ -169,7 +169,9 @@ impl SandboxConfig {
             p.push(format!("{prefix}.maxMemoryMB: at most 1048576"));
         }
         if !(1024..=(64 << 20)).contains(&self.max_output_bytes) {
-            p.push(format!("{prefix}.maxOutputBytes: between 1024 and 67108864"));
+            p.push(format!(
+                "{prefix}.maxOutputBytes: between 1024 and 67108864"
+            ));
         }
         if !(1..=4096).contains(&self.max_processes) {
             p.push(format!("{prefix}.maxProcesses: between 1 and 4096"));
@@ -211,7 +213,9 @@ impl SandboxConfig {
             p.push(format!("{cp}.poolSize: at most 64"));
         }
         if c.pool_size > 0 && c.pool_idle_timeout < Duration::from_secs(1) {
-            p.push(format!("{cp}.poolIdleTimeout: at least 1s when the pool is on"));
+            p.push(format!(
+                "{cp}.poolIdleTimeout: at least 1s when the pool is on"
+            ));
         }
         if c.enabled && c.runtime == RuntimeChoice::Native && c.require_container {
             p.push(format!(
@@ -229,10 +233,14 @@ pub fn validate_user(user: &str) -> Result<(), String> {
         None => (user, None),
     };
     if uid == "root" || uid.parse::<u32>() == Ok(0) {
-        return Err(format!("{user:?} is root; tools must run as an unprivileged user"));
+        return Err(format!(
+            "{user:?} is root; tools must run as an unprivileged user"
+        ));
     }
     if uid.parse::<u32>().is_err() {
-        return Err(format!("{user:?}: use a numeric uid[:gid], e.g. 65532:65532"));
+        return Err(format!(
+            "{user:?}: use a numeric uid[:gid], e.g. 65532:65532"
+        ));
     }
     if let Some(g) = gid
         && g.parse::<u32>().is_err()
@@ -251,9 +259,9 @@ pub fn validate_network(mode: &str, allowed: &[String]) -> Result<(), String> {
         "host" | "bridge" | "default" => Err(format!(
             "{mode:?} is not allowed: tools get no network; use \"none\" or an allow-listed network"
         )),
-        m if m.starts_with("container:") => {
-            Err(format!("{m:?} is not allowed: it joins another container's network"))
-        }
+        m if m.starts_with("container:") => Err(format!(
+            "{m:?} is not allowed: it joins another container's network"
+        )),
         m if allowed.iter().any(|a| a == m) => Ok(()),
         m => Err(format!(
             "{m:?} is not in allowedNetworks; use \"none\" or list it there"

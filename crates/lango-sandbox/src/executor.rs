@@ -16,8 +16,11 @@ use crate::{
 #[async_trait]
 pub trait Executor: Send + Sync {
     /// Runs `tool` with `params`.
-    async fn execute(&self, tool: &str, params: Map<String, Value>)
-    -> Result<Map<String, Value>, ExecError>;
+    async fn execute(
+        &self,
+        tool: &str,
+        params: Map<String, Value>,
+    ) -> Result<Map<String, Value>, ExecError>;
 
     /// How calls are isolated, for status output: `subprocess(namespaces+…)`,
     /// `container(docker)`, `in-process`.
@@ -100,8 +103,10 @@ mod tests {
         let mut r = ToolRegistry::builtin();
         r.register_fn("answer", "", IsolationClass::LocalOnly, |_| Ok(json!(42)))
             .unwrap();
-        r.register_fn("fails", "", IsolationClass::LocalOnly, |_| Err("boom".into()))
-            .unwrap();
+        r.register_fn("fails", "", IsolationClass::LocalOnly, |_| {
+            Err("boom".into())
+        })
+        .unwrap();
         let ex = InProcessExecutor::new(Arc::new(r));
         let p = json!({"msg": "hi"}).as_object().unwrap().clone();
         assert_eq!(ex.execute("sandbox_echo", p.clone()).await.unwrap(), p);

@@ -154,11 +154,19 @@ mod tests {
     fn peer_messages_match_the_table() {
         let t = "adv";
         assert_eq!(
-            ExecError::Timeout { tool: t.into(), after: Duration::from_secs(3) }.peer_message(),
+            ExecError::Timeout {
+                tool: t.into(),
+                after: Duration::from_secs(3)
+            }
+            .peer_message(),
             "tool \"adv\" timed out after 3s"
         );
         assert_eq!(
-            ExecError::ResourceLimit { tool: t.into(), detail: "SIGXCPU".into() }.peer_message(),
+            ExecError::ResourceLimit {
+                tool: t.into(),
+                detail: "SIGXCPU".into()
+            }
+            .peer_message(),
             "tool \"adv\" exceeded resource limits"
         );
         let f = ExecError::failure(t, "exit 1 (stderr: /home/secret)");
@@ -166,7 +174,9 @@ mod tests {
         assert!(!f.peer_message().contains("secret"));
         let long = "é".repeat(1000);
         let e = ExecError::tool_error(t, &long);
-        let ExecError::ToolError { message, .. } = &e else { unreachable!() };
+        let ExecError::ToolError { message, .. } = &e else {
+            unreachable!()
+        };
         assert!(message.len() <= 1024 && message.len() >= 1022);
     }
 

@@ -198,8 +198,14 @@ mod tests {
         assert_eq!(req.tool_name, "sandbox_echo");
         assert_eq!(req.timeout_ms, Some(30000));
         let ok = WorkerResult::ok(wrap_output(json!({"msg":"sandbox-smoke-test"})));
-        assert_eq!(ok.to_line(), b"{\"output\":{\"msg\":\"sandbox-smoke-test\"}}\n");
-        assert_eq!(WorkerResult::ok(wrap_output(json!(42))).to_line(), b"{\"output\":{\"result\":42}}\n");
+        assert_eq!(
+            ok.to_line(),
+            b"{\"output\":{\"msg\":\"sandbox-smoke-test\"}}\n"
+        );
+        assert_eq!(
+            WorkerResult::ok(wrap_output(json!(42))).to_line(),
+            b"{\"output\":{\"result\":42}}\n"
+        );
         assert_eq!(WorkerResult::ok(Map::new()).to_line(), b"{}\n");
         assert_eq!(
             WorkerResult::err("query must not be empty").to_line(),
@@ -214,7 +220,10 @@ mod tests {
             command: None,
             confine: None,
         };
-        assert_eq!(serde_json::to_string(&plain).unwrap(), r#"{"toolName":"t","params":{}}"#);
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            r#"{"toolName":"t","params":{}}"#
+        );
     }
 
     #[test]

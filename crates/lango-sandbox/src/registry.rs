@@ -195,12 +195,24 @@ mod tests {
     fn classes_and_validation() {
         let mut r = ToolRegistry::builtin();
         assert!(r.is_worker_safe(SANDBOX_ECHO));
-        r.register_fn("wallet_sign", "", IsolationClass::LocalOnly, |_| Ok(Value::Null))
-            .unwrap();
+        r.register_fn("wallet_sign", "", IsolationClass::LocalOnly, |_| {
+            Ok(Value::Null)
+        })
+        .unwrap();
         assert!(!r.is_worker_safe("wallet_sign"));
         assert!(!r.is_worker_safe("missing"));
-        assert!(r.register_fn(SANDBOX_ECHO, "", IsolationClass::WorkerSafe, |_| Ok(Value::Null)).is_err());
-        assert!(r.register_fn("bad name", "", IsolationClass::WorkerSafe, |_| Ok(Value::Null)).is_err());
+        assert!(
+            r.register_fn(SANDBOX_ECHO, "", IsolationClass::WorkerSafe, |_| Ok(
+                Value::Null
+            ))
+            .is_err()
+        );
+        assert!(
+            r.register_fn("bad name", "", IsolationClass::WorkerSafe, |_| Ok(
+                Value::Null
+            ))
+            .is_err()
+        );
         let rel = CommandTool {
             name: "c".into(),
             description: String::new(),

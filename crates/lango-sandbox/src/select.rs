@@ -51,7 +51,11 @@ pub struct Selection {
 }
 
 impl Selection {
-    fn none(error: impl Into<String>, log: impl Into<String>, skipped: Vec<(String, String)>) -> Self {
+    fn none(
+        error: impl Into<String>,
+        log: impl Into<String>,
+        skipped: Vec<(String, String)>,
+    ) -> Self {
         Self {
             executor: None,
             runtime: None,
@@ -117,7 +121,11 @@ pub async fn select(
         }
     };
     let mut selection = if !c.enabled {
-        subprocess(skipped, "P2P tool isolation enabled (subprocess mode)".into(), None)
+        subprocess(
+            skipped,
+            "P2P tool isolation enabled (subprocess mode)".into(),
+            None,
+        )
     } else {
         let order: &[RuntimeKind] = match c.runtime {
             RuntimeChoice::Auto => &[RuntimeKind::Gvisor, RuntimeKind::Docker],
@@ -158,11 +166,19 @@ pub async fn select(
             ),
             (None, RuntimeChoice::Docker) => {
                 let e = unavailable_message("docker");
-                Selection::none(e.clone(), format!("P2P tool isolation unavailable: {e}"), skipped)
+                Selection::none(
+                    e.clone(),
+                    format!("P2P tool isolation unavailable: {e}"),
+                    skipped,
+                )
             }
             (None, RuntimeChoice::Gvisor) => {
                 let e = unavailable_message("gvisor");
-                Selection::none(e.clone(), format!("P2P tool isolation unavailable: {e}"), skipped)
+                Selection::none(
+                    e.clone(),
+                    format!("P2P tool isolation unavailable: {e}"),
+                    skipped,
+                )
             }
             (None, RuntimeChoice::Auto) if c.require_container => Selection::none(
                 REQUIRED_UNAVAILABLE,
@@ -171,13 +187,18 @@ pub async fn select(
             ),
             (None, RuntimeChoice::Auto) => subprocess(
                 skipped,
-                format!("Container sandbox unavailable, falling back to subprocess: {REQUIRED_UNAVAILABLE}"),
+                format!(
+                    "Container sandbox unavailable, falling back to subprocess: {REQUIRED_UNAVAILABLE}"
+                ),
                 Some(REQUIRED_UNAVAILABLE.into()),
             ),
         }
     };
-    if self_test && let Some(ex) = &selection.executor {
-        if let Err(e) = smoke_test(ex.as_ref()).await {
+    if self_test
+        && let Some(ex) = &selection.executor
+        && let Err(e) = smoke_test(ex.as_ref()).await
+    {
+        {
             let mut none = Selection::none(
                 format!("startup self-test failed: {e}"),
                 format!("P2P tool isolation unavailable: startup self-test failed: {e}"),

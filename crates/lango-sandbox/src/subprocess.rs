@@ -150,7 +150,9 @@ impl IsolationReport {
 }
 
 const BWRAP_CANDIDATES: &[&str] = &["/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap"];
-const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
 const ETC_FILES: &[&str] = &["/etc/ld.so.cache", "/etc/localtime"];
 /// The uid and gid a tool gets inside the user namespace when the node runs as root.
 const SANDBOX_ID: &str = "65534";
@@ -180,7 +182,7 @@ fn probe_namespaces() -> Result<PathBuf, String> {
         .ok_or("no /usr/bin/true to probe with")?;
     let dir = std::env::temp_dir().join(format!("lango-sbx-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("probe dir: {e}"))?;
-    let args = bwrap_args(&dir, &[truth.clone()]);
+    let args = bwrap_args(&dir, std::slice::from_ref(&truth));
     let out = std::process::Command::new(&bwrap)
         .args(&args)
         .arg(&truth)
@@ -293,7 +295,12 @@ fn bwrap_args(workdir: &Path, extra: &[PathBuf]) -> Vec<OsString> {
             ]);
         }
     }
-    a.extend(["--proc".into(), "/proc".into(), "--dev".into(), "/dev".into()]);
+    a.extend([
+        "--proc".into(),
+        "/proc".into(),
+        "--dev".into(),
+        "/dev".into(),
+    ]);
     a.extend([
         "--bind".into(),
         workdir.as_os_str().to_owned(),
@@ -345,9 +352,8 @@ impl SubprocessExecutor {
             let why = report.namespaces.clone().err().unwrap_or_default();
             return Err(Error::IsolationUnavailable(why));
         }
-        let worker = std::fs::canonicalize(&opts.worker).map_err(|e| {
-            Error::Config(format!("worker binary {}: {e}", opts.worker.display()))
-        })?;
+        let worker = std::fs::canonicalize(&opts.worker)
+            .map_err(|e| Error::Config(format!("worker binary {}: {e}", opts.worker.display())))?;
         let root = match &opts.sandbox_root {
             Some(r) => r.clone(),
             None => default_root(),
@@ -396,9 +402,17 @@ impl SubprocessExecutor {
         let mib = 1024 * 1024;
         let cpu = self.opts.timeout.as_secs() + u64::from(self.opts.timeout.subsec_nanos() > 0) + 1;
         let limits = [
-            (Resource::RLIMIT_AS, self.opts.max_memory_mb * mib, self.opts.max_memory_mb * mib),
+            (
+                Resource::RLIMIT_AS,
+                self.opts.max_memory_mb * mib,
+                self.opts.max_memory_mb * mib,
+            ),
             (Resource::RLIMIT_CPU, cpu, cpu + 1),
-            (Resource::RLIMIT_NOFILE, self.opts.max_open_files, self.opts.max_open_files),
+            (
+                Resource::RLIMIT_NOFILE,
+                self.opts.max_open_files,
+                self.opts.max_open_files,
+            ),
             (
                 Resource::RLIMIT_FSIZE,
                 self.opts.max_file_size_mb * mib,
@@ -591,7 +605,10 @@ pub(crate) fn classify(
         });
     }
     let Some(stdout) = stdout else {
-        return Err(ExecError::failure(tool, "result channel unreadable or held open"));
+        return Err(ExecError::failure(
+            tool,
+            "result channel unreadable or held open",
+        ));
     };
     match status.code() {
         Some(0) => result_output(tool, stdout),
@@ -765,15 +782,27 @@ mod tests {
     fn classification_table() {
         let ok = classify("t", exit(0), Some(br#"{"output":{"a":1}}"#), b"", true).unwrap();
         assert_eq!(ok["a"], 1);
-        assert!(classify("t", exit(0), Some(b"{}\n"), b"", true).unwrap().is_empty());
+        assert!(
+            classify("t", exit(0), Some(b"{}\n"), b"", true)
+                .unwrap()
+                .is_empty()
+        );
         let tool = classify("t", exit(0), Some(br#"{"error":"bad"}"#), b"", true).unwrap_err();
         assert_eq!(tool.peer_message(), "tool \"t\": bad");
-        let proto = classify("t", exit(1), Some(br#"{"error":"x"}"#), b"/home/me", true).unwrap_err();
+        let proto =
+            classify("t", exit(1), Some(br#"{"error":"x"}"#), b"/home/me", true).unwrap_err();
         assert_eq!(proto.peer_message(), "tool \"t\" execution failed");
         assert!(proto.to_string().contains("refused the request: x"));
         let xcpu = classify("t", exit(128 + libc::SIGXCPU), Some(b""), b"", true).unwrap_err();
         assert_eq!(xcpu.peer_message(), "tool \"t\" exceeded resource limits");
-        let xfsz = classify("t", ExitStatus::from_raw(libc::SIGXFSZ), Some(b""), b"", false).unwrap_err();
+        let xfsz = classify(
+            "t",
+            ExitStatus::from_raw(libc::SIGXFSZ),
+            Some(b""),
+            b"",
+            false,
+        )
+        .unwrap_err();
         assert_eq!(xfsz.kind(), crate::ErrorKind::ResourceLimit);
         let oom = classify(
             "t",
@@ -791,7 +820,14 @@ mod tests {
         assert_eq!(plain.kind(), crate::ErrorKind::WorkerFailure);
         let garbage = classify("t", exit(0), Some(b"hello {}"), b"", true).unwrap_err();
         assert_eq!(garbage.peer_message(), "tool \"t\" execution failed");
-        let panic = classify("t", exit(70), Some(br#"{"error":"worker panic"}"#), b"", true).unwrap_err();
+        let panic = classify(
+            "t",
+            exit(70),
+            Some(br#"{"error":"worker panic"}"#),
+            b"",
+            true,
+        )
+        .unwrap_err();
         assert!(panic.to_string().contains("panic"));
     }
 
@@ -799,7 +835,10 @@ mod tests {
     async fn capped_readers() {
         let data = vec![7u8; 100_000];
         assert!(read_capped(&data[..], 99_999).await.is_err());
-        assert_eq!(read_capped(&data[..], 100_000).await.unwrap().len(), 100_000);
+        assert_eq!(
+            read_capped(&data[..], 100_000).await.unwrap().len(),
+            100_000
+        );
         assert_eq!(read_keep(&data[..], 10).await.len(), 10);
     }
 }

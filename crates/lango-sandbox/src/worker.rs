@@ -4,12 +4,11 @@
 //! configuration, database, keyring or logging, and hands over to [`main`]:
 //!
 //! ```no_run
-//! fn main() {
-//!     if lango_sandbox::worker::is_worker_invocation() {
-//!         lango_sandbox::worker::main(&lango_sandbox::ToolRegistry::builtin());
-//!     }
-//!     // ... the normal program
+//! // First thing in `main`:
+//! if lango_sandbox::worker::is_worker_invocation() {
+//!     lango_sandbox::worker::main(&lango_sandbox::ToolRegistry::builtin());
 //! }
+//! // ... the normal program
 //! ```
 //!
 //! The worker keeps the tool's own writes off the result channel: it moves its stdout to a
@@ -62,8 +61,7 @@ fn take_result_channel() -> Result<(), String> {
     {
         use nix::fcntl::{FcntlArg, FdFlag, fcntl};
         let fd = nix::unistd::dup(std::io::stdout()).map_err(|e| format!("dup stdout: {e}"))?;
-        fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-            .map_err(|e| format!("cloexec: {e}"))?;
+        fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| format!("cloexec: {e}"))?;
         nix::unistd::dup2_stdout(std::io::stderr()).map_err(|e| format!("dup2: {e}"))?;
         let _ = RESULT.set(File::from(fd));
         Ok(())
@@ -102,7 +100,9 @@ pub fn run(registry: &ToolRegistry) -> i32 {
         Value::Object(m) => m,
         Value::Null => Map::new(),
         _ => {
-            write_result(&WorkerResult::err("decode request: params must be an object"));
+            write_result(&WorkerResult::err(
+                "decode request: params must be an object",
+            ));
             return EXIT_PROTOCOL;
         }
     };
@@ -149,7 +149,9 @@ fn read_request() -> Result<WorkerRequest, String> {
         .read_to_end(&mut buf)
         .map_err(|e| format!("read stdin: {e}"))?;
     if buf.len() > MAX_WORKER_REQUEST_BYTES {
-        return Err(format!("request larger than {MAX_WORKER_REQUEST_BYTES} bytes"));
+        return Err(format!(
+            "request larger than {MAX_WORKER_REQUEST_BYTES} bytes"
+        ));
     }
     let mut it = serde_json::Deserializer::from_slice(&buf).into_iter::<WorkerRequest>();
     match it.next() {
@@ -249,7 +251,10 @@ fn self_check(params: &Map<String, Value>) -> Map<String, Value> {
         .collect();
     put(
         "empty environment",
-        keys.len() == 4 && crate::confine::WORKER_ENV.iter().all(|w| keys.iter().any(|k| k == w)),
+        keys.len() == 4
+            && crate::confine::WORKER_ENV
+                .iter()
+                .all(|w| keys.iter().any(|k| k == w)),
     );
     #[cfg(unix)]
     {
@@ -258,8 +263,13 @@ fn self_check(params: &Map<String, Value>) -> Map<String, Value> {
         let private = cwd
             .as_ref()
             .and_then(|d| std::fs::metadata(d).ok())
-            .is_some_and(|m| m.permissions().mode() & 0o077 == 0 && m.uid() == nix::unistd::getuid().as_raw());
-        put("private workdir", private && std::env::var_os("HOME").map(std::path::PathBuf::from) == cwd);
+            .is_some_and(|m| {
+                m.permissions().mode() & 0o077 == 0 && m.uid() == nix::unistd::getuid().as_raw()
+            });
+        put(
+            "private workdir",
+            private && std::env::var_os("HOME").map(std::path::PathBuf::from) == cwd,
+        );
         let connect = |ip: [u8; 4], port| {
             std::net::TcpStream::connect_timeout(
                 &std::net::SocketAddr::from((ip, port)),
@@ -267,8 +277,15 @@ fn self_check(params: &Map<String, Value>) -> Map<String, Value> {
             )
             .is_err()
         };
-        put("network denied", connect([1, 1, 1, 1], 53) && connect([8, 8, 8, 8], 53));
-        let outside = ["/lango-selfcheck", "/tmp/lango-selfcheck", "/usr/lango-selfcheck"];
+        put(
+            "network denied",
+            connect([1, 1, 1, 1], 53) && connect([8, 8, 8, 8], 53),
+        );
+        let outside = [
+            "/lango-selfcheck",
+            "/tmp/lango-selfcheck",
+            "/usr/lango-selfcheck",
+        ];
         put(
             "write outside workdir denied",
             outside.iter().all(|p| std::fs::write(p, b"x").is_err()),

@@ -2,6 +2,7 @@
 
 mod config;
 pub mod p2p;
+pub mod sandbox;
 pub mod security;
 pub mod serve;
 

@@ -25,8 +25,9 @@ use crate::{
 pub fn run(ctx: &Context, cmd: P2pCommand) -> Result<ExitCode> {
     let config = ctx.load_config()?.config;
     crate::hardening::apply();
-    // Reputation reads the local database and works with networking off (§5.7).
-    if !matches!(cmd, P2pCommand::Reputation { .. }) {
+    // Reputation reads the local database and the sandbox is local: both work with
+    // networking off (§5.1, §5.7).
+    if !matches!(cmd, P2pCommand::Reputation { .. } | P2pCommand::Sandbox(_)) {
         require_enabled(&config)?;
     }
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
@@ -53,6 +54,7 @@ pub fn run(ctx: &Context, cmd: P2pCommand) -> Result<ExitCode> {
             P2pCommand::Revoke { did, reason } => revoke(ctx, &config, did, reason).await,
             P2pCommand::Revocations => revocations(ctx, &config).await,
             P2pCommand::Session(cmd) => session(ctx, cmd).await,
+            P2pCommand::Sandbox(cmd) => crate::commands::sandbox::run(ctx, &config, cmd).await,
         }
     })
 }

@@ -54,6 +54,15 @@ pub struct Services {
     revocations: Revocations,
     key_storage: KeyStorage,
     key_origin: KeyOrigin,
+    /// The sandbox remote tool calls run in (the A2A handler's executor).
+    sandbox: Sandbox,
+}
+
+/// The executor selection made at start, kept for status and for the protocol handler.
+pub struct Sandbox {
+    config: lango_sandbox::SandboxConfig,
+    registry: Arc<lango_sandbox::ToolRegistry>,
+    selection: lango_sandbox::select::Selection,
 }
 
 impl Services {
@@ -164,6 +173,19 @@ impl admin::Handler for Services {
                     .invalidate_all(InvalidationReason::ManualRevoke);
                 Ok(json!({ "revoked": n }))
             }
+            Request::SandboxStatus => {
+                let s = &self.sandbox;
+                Ok(crate::commands::sandbox::status_json(
+                    &s.config,
+                    &s.registry,
+                    &s.selection,
+                    "running node",
+                )
+                .await)
+            }
+            Request::SandboxCleanup { force } => {
+                crate::commands::sandbox::cleanup_on_node(&self.sandbox.selection, force).await
+            }
         }
     }
 }
@@ -251,6 +273,13 @@ async fn run_node(
             return Err(e);
         }
     };
+    let sandbox = match start_sandbox(ctx, config).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = node.shutdown().await;
+            return Err(e);
+        }
+    };
     let status = node.status().await?;
     let did = wallet.did().to_string();
     if ctx.json {
@@ -293,8 +322,9 @@ async fn run_node(
         revocations,
         key_storage: ident.storage,
         key_origin: ident.origin,
+        sandbox,
     });
-    let admin_task = tokio::spawn(server.run(services));
+    let admin_task = tokio::spawn(server.run(services.clone()));
     let mut drops = reputation.subscribe_drops();
     let drops_task = tokio::spawn(async move {
         while let Ok(d) = drops.recv().await {
@@ -308,6 +338,9 @@ async fn run_node(
     admin_task.abort();
     drops_task.abort();
     let _ = admin_task.await;
+    if let Some(rt) = &services.sandbox.selection.runtime {
+        rt.shutdown().await;
+    }
     if let Err(e) = node.shutdown().await {
         tracing::warn!(error = %e, "node did not stop cleanly");
     }
@@ -315,6 +348,33 @@ async fn run_node(
         output::note("Stopped.");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Chooses the sandbox executor with the startup orphan sweep, the warm pool and the
+/// `sandbox_echo` self-test, and logs the outcome.
+async fn start_sandbox(ctx: &Context, config: &NodeConfig) -> Result<Sandbox> {
+    let (config, registry, selection) =
+        crate::commands::sandbox::select_for(ctx, config, true, true).await?;
+    for (runtime, why) in &selection.skipped {
+        tracing::info!(event = "sandbox_runtime_skipped", runtime, reason = %why, "container runtime skipped");
+    }
+    match (&selection.executor, &selection.error) {
+        (Some(_), None) => {
+            tracing::info!(event = "sandbox_selected", isolation = %selection.effective, "{}", selection.log)
+        }
+        (Some(_), Some(_)) => {
+            tracing::warn!(event = "sandbox_selected", isolation = %selection.effective, "{}", selection.log)
+        }
+        (None, _) if !config.enabled => {
+            tracing::warn!(event = "sandbox_disabled", "{}", selection.log)
+        }
+        (None, _) => tracing::error!(event = "sandbox_unavailable", "{}", selection.log),
+    }
+    Ok(Sandbox {
+        config,
+        registry,
+        selection,
+    })
 }
 
 /// Sessions, pins and the handshake protocols on the started node.

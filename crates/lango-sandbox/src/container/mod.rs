@@ -6,6 +6,9 @@
 //! executor under the container executor's name.
 
 pub mod demux;
+pub mod docker;
+pub mod image;
+pub mod pool;
 
 use std::sync::Arc;
 
@@ -158,6 +161,8 @@ impl Executor for ContainerExecutor {
             command: None,
             confine: None,
         };
-        Ok(crate::executor::self_check_results(self.runtime.run(&request).await?))
+        Ok(crate::executor::self_check_results(
+            self.runtime.run(&request).await?,
+        ))
     }
 }
