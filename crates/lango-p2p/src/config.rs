@@ -339,7 +339,9 @@ impl ToolIsolationConfig {
             max_file_size_mb: self.max_file_size_mb,
             container: lango_sandbox::ContainerConfig {
                 enabled: c.enabled,
-                runtime: c.runtime_choice().unwrap_or(lango_sandbox::RuntimeChoice::Auto),
+                runtime: c
+                    .runtime_choice()
+                    .unwrap_or(lango_sandbox::RuntimeChoice::Auto),
                 image: c.image.clone(),
                 network_mode: c.network_mode.clone(),
                 read_only_rootfs: c.read_only_rootfs.unwrap_or(true),
@@ -548,7 +550,10 @@ impl P2pConfig {
         if let Err(e) = self.session_config().validate(prefix) {
             p.extend(e);
         }
-        if let Err(e) = self.tool_isolation.validate(&format!("{prefix}.toolIsolation")) {
+        if let Err(e) = self
+            .tool_isolation
+            .validate(&format!("{prefix}.toolIsolation"))
+        {
             p.extend(e);
         }
         if self.nonce_cache_capacity != 0
