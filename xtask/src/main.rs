@@ -7,10 +7,12 @@
 //!   set that builds here, and `cargo deny check` (licenses, bans, sources) offline.
 //! - `ci`    — `lint`, then `test`.
 //! - `bench` — the criterion benches; writes `target/bench-report.md` with the medians.
+//! - `sandbox-image` — builds the sandbox container image locally from the worker binary.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
 mod env;
+mod sandbox;
 mod services;
 
 use std::process::ExitCode;
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("ci") => lint().and_then(|()| test(&[])),
         Some("bench") => bench::run(&args[1..]),
+        Some("sandbox-image") => sandbox::image(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{}", HELP);
             Ok(())
@@ -48,11 +51,19 @@ commands:
   test [-- <nextest args>]  prepare services, run every test (nextest + doc tests)
   lint                      fmt check, clippy -D warnings (all feature sets), cargo deny
   ci                        lint, then test
-  bench [<filter>]          criterion benches; writes target/bench-report.md";
+  bench [<filter>]          criterion benches; writes target/bench-report.md
+  sandbox-image [--release] [--tag REPO]
+                            build the sandbox image locally from lango-sandbox-worker
+                            (no registry); tags REPO:<hash> and REPO:latest";
 
 fn test(extra: &[String]) -> Result<()> {
     env::ensure_nextest()?;
     let services = services::Services::start()?;
+    sandbox::ensure_docker_and_gvisor()?;
+    if sandbox::docker_up() {
+        // The production image, built the way an operator builds it.
+        sandbox::image(&[])?;
+    }
     let mut failures = Vec::new();
     let passthrough: Vec<String> = extra.iter().skip_while(|a| *a == "--").cloned().collect();
     for features in FEATURE_SETS {

@@ -28,6 +28,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "gnome-keyring",
     "libsecret-tools",
     "keyutils",
+    // The subprocess sandbox's namespaces.
+    "bubblewrap",
 ];
 
 /// Python packages the tests use (pinned to what was verified).

@@ -280,6 +280,19 @@ pub enum SandboxCommand {
         #[arg(long, alias = "all")]
         force: bool,
     },
+    /// Build the sandbox image locally from the worker binary alone (no base image, no
+    /// registry): the worker, the libraries it links and an empty /tmp, run as 65532:65532.
+    /// Tagged REPO:<first 12 hex of the worker's SHA-256> and REPO:latest.
+    ///
+    /// Example: lango-node p2p sandbox build-image --worker ./lango-sandbox-worker
+    BuildImage {
+        /// The worker binary (default: lango-sandbox-worker next to lango-node).
+        #[arg(long, value_name = "PATH")]
+        worker: Option<std::path::PathBuf>,
+        /// Image repository name.
+        #[arg(long, value_name = "REPO", default_value = "lango-sandbox")]
+        tag: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,6 @@ use crate::protocol::Confinement;
 /// Applies `c` to the calling process. Any requested layer that cannot be applied is an error:
 /// the worker then refuses the call rather than run it weaker than the parent believes.
 pub fn apply(c: &Confinement) -> Result<(), String> {
-    keep_only_worker_env();
     #[cfg(target_os = "linux")]
     {
         linux::apply(c)
@@ -24,8 +23,9 @@ pub fn apply(c: &Confinement) -> Result<(), String> {
 /// The variables a tool sees; anything else (bubblewrap sets `PWD`) is removed.
 pub const WORKER_ENV: [&str; 4] = ["PATH", "HOME", "TMPDIR", "LANG"];
 
+/// Removes every variable but [`WORKER_ENV`] (the worker calls it first thing).
 #[allow(unsafe_code)]
-fn keep_only_worker_env() {
+pub fn keep_only_worker_env() {
     let extra: Vec<_> = std::env::vars_os()
         .map(|(k, _)| k)
         .filter(|k| !WORKER_ENV.iter().any(|w| k == w))

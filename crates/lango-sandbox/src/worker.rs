@@ -83,6 +83,8 @@ pub fn run(registry: &ToolRegistry) -> i32 {
         write_result(&WorkerResult::err("worker panic"));
         std::process::exit(EXIT_PANIC);
     }));
+    // Whatever the launcher added (bubblewrap's PWD, Docker's HOSTNAME) goes before any tool.
+    crate::confine::keep_only_worker_env();
     let req = match read_request() {
         Ok(r) => r,
         Err(e) => {
@@ -239,6 +241,17 @@ fn run_command(
     }
 }
 
+/// Whether `path` is a tmpfs mount point (from /proc/self/mountinfo).
+fn is_tmpfs(path: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let mount_point = l.split(' ').nth(4);
+            let fstype = l.split(" - ").nth(1).and_then(|r| r.split(' ').next());
+            mount_point == Some(path) && fstype == Some("tmpfs")
+        })
+    })
+}
+
 /// The isolation self-checks of `p2p sandbox test --isolation` (spec §5.2), run inside the
 /// sandbox after confinement: each entry is `true` when the isolation held.
 fn self_check(params: &Map<String, Value>) -> Map<String, Value> {
@@ -260,16 +273,19 @@ fn self_check(params: &Map<String, Value>) -> Map<String, Value> {
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let cwd = std::env::current_dir().ok();
-        let private = cwd
-            .as_ref()
-            .and_then(|d| std::fs::metadata(d).ok())
-            .is_some_and(|m| {
-                m.permissions().mode() & 0o077 == 0 && m.uid() == nix::unistd::getuid().as_raw()
-            });
-        put(
-            "private workdir",
-            private && std::env::var_os("HOME").map(std::path::PathBuf::from) == cwd,
-        );
+        let container = params.get("mode").and_then(Value::as_str) == Some("container");
+        let home_is_cwd = std::env::var_os("HOME").map(std::path::PathBuf::from) == cwd;
+        let private = if container {
+            // A fresh tmpfs of this container alone.
+            cwd.as_deref() == Some(std::path::Path::new("/tmp")) && is_tmpfs("/tmp")
+        } else {
+            cwd.as_ref()
+                .and_then(|d| std::fs::metadata(d).ok())
+                .is_some_and(|m| {
+                    m.permissions().mode() & 0o077 == 0 && m.uid() == nix::unistd::getuid().as_raw()
+                })
+        };
+        put("private workdir", private && home_is_cwd);
         let connect = |ip: [u8; 4], port| {
             std::net::TcpStream::connect_timeout(
                 &std::net::SocketAddr::from((ip, port)),
@@ -281,11 +297,19 @@ fn self_check(params: &Map<String, Value>) -> Map<String, Value> {
             "network denied",
             connect([1, 1, 1, 1], 53) && connect([8, 8, 8, 8], 53),
         );
-        let outside = [
-            "/lango-selfcheck",
-            "/tmp/lango-selfcheck",
-            "/usr/lango-selfcheck",
-        ];
+        let outside: &[&str] = if container {
+            &[
+                "/lango-selfcheck",
+                "/etc/lango-selfcheck",
+                "/usr/lango-selfcheck",
+            ]
+        } else {
+            &[
+                "/lango-selfcheck",
+                "/tmp/lango-selfcheck",
+                "/usr/lango-selfcheck",
+            ]
+        };
         put(
             "write outside workdir denied",
             outside.iter().all(|p| std::fs::write(p, b"x").is_err()),
@@ -299,8 +323,31 @@ fn self_check(params: &Map<String, Value>) -> Map<String, Value> {
         );
         use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
         let finite = |r| getrlimit(r).is_ok_and(|(soft, _)| soft != RLIM_INFINITY);
-        put("memory limit enforced", finite(Resource::RLIMIT_AS));
-        put("process limit enforced", finite(Resource::RLIMIT_NPROC));
+        // A subprocess is bounded by rlimits; a container by its cgroup (v2 or v1 files).
+        let cgroup_limited = |files: &[&str]| {
+            files.iter().any(|f| {
+                std::fs::read_to_string(f).is_ok_and(|v| {
+                    let v = v.trim();
+                    v != "max" && v.parse::<u64>().is_ok_and(|n| n < 1 << 60)
+                })
+            })
+        };
+        put(
+            "memory limit enforced",
+            finite(Resource::RLIMIT_AS)
+                || cgroup_limited(&[
+                    "/sys/fs/cgroup/memory.max",
+                    "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                ]),
+        );
+        put(
+            "process limit enforced",
+            if container {
+                cgroup_limited(&["/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"])
+            } else {
+                finite(Resource::RLIMIT_NPROC)
+            },
+        );
     }
     out
 }

@@ -121,6 +121,7 @@ pub async fn run(ctx: &Context, config: &NodeConfig, cmd: SandboxCommand) -> Res
         SandboxCommand::Status => status(ctx, config).await,
         SandboxCommand::Test { isolation } => test(ctx, config, isolation).await,
         SandboxCommand::Cleanup { force } => cleanup(ctx, config, force).await,
+        SandboxCommand::BuildImage { worker, tag } => build_image(ctx, worker, &tag).await,
     }
 }
 
@@ -329,4 +330,33 @@ pub async fn cleanup_on_node(sel: &Selection, force: bool) -> Result<Value> {
         }
         None => Ok(json!({"containerMode": false})),
     }
+}
+
+async fn build_image(ctx: &Context, worker: Option<PathBuf>, repo: &str) -> Result<ExitCode> {
+    let worker = worker.unwrap_or_else(worker_binary);
+    if !worker.is_file() {
+        bail!("worker binary {} not found", worker.display());
+    }
+    let docker = lango_sandbox::container::docker::connect().await?;
+    let quiet = ctx.json;
+    let built =
+        lango_sandbox::container::image::build_worker_image(&docker, &worker, repo, |line| {
+            if !quiet {
+                output::note(format!("  {line}"));
+            }
+        })
+        .await?;
+    if ctx.json {
+        output::json(
+            &json!({"id": built.id, "tag": built.tag, "latest": format!("{repo}:latest")}),
+        )?;
+    } else {
+        output::line(format!("Built {} ({repo}:latest)", built.tag));
+        output::line(format!("  Image ID: {}", built.id));
+        output::line(format!(
+            "  Pin it: p2p.toolIsolation.container.image = \"{}\"",
+            built.tag
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -539,11 +539,18 @@ impl ContainerRuntime for DockerRuntime {
                 .await
                 .map_err(|e| ExecError::failure(tool, e.to_string()))?,
         };
-        let _guard = RemoveGuard {
+        let mut guard = RemoveGuard {
             docker: self.engine.docker.clone(),
             id: Some(id.clone()),
         };
-        self.engine.run_in(&id, request).await
+        let result = self.engine.run_in(&id, request).await;
+        // Removed before returning; the guard only covers a future dropped mid-call.
+        if let Err(e) = self.engine.remove(&id).await {
+            tracing::warn!(container = %id, error = %e, "could not remove a sandbox container");
+        } else {
+            guard.id = None;
+        }
+        result
     }
 
     async fn cleanup(&self, id: &str) -> Result<(), Error> {
@@ -602,6 +609,26 @@ impl ContainerRuntime for DockerRuntime {
             }
         }
         Ok(report)
+    }
+
+    async fn engine_limits(&self) -> Result<(bool, bool), Error> {
+        let e = &self.engine;
+        let id = e.create("selfcheck", false).await?;
+        let inspected = tokio::time::timeout(
+            Duration::from_secs(5),
+            e.docker
+                .inspect_container(&id, None::<InspectContainerOptions>),
+        )
+        .await;
+        let _ = e.remove(&id).await;
+        let hc = inspected
+            .map_err(|_| Error::Engine("inspect container: no answer within 5s".into()))?
+            .map_err(|err| Error::Engine(format!("inspect container: {err}")))?
+            .host_config
+            .unwrap_or_default();
+        let memory = hc.memory.is_some_and(|m| m > 0) && hc.memory_swap == hc.memory;
+        let pids = hc.pids_limit.is_some_and(|p| p > 0);
+        Ok((memory, pids))
     }
 
     async fn image_id(&self) -> Result<String, Error> {

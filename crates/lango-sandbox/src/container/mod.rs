@@ -76,6 +76,10 @@ pub trait ContainerRuntime: Send + Sync {
     /// container labelled `lango.sandbox=true` with `force`.
     async fn cleanup_orphans(&self, force: bool) -> Result<CleanupReport, Error>;
 
+    /// Whether the engine holds a memory limit without swap and a process limit for a
+    /// container created with this runtime's settings (created, inspected, removed).
+    async fn engine_limits(&self) -> Result<(bool, bool), Error>;
+
     /// The resolved ID of the configured image.
     async fn image_id(&self) -> Result<String, Error>;
 
@@ -156,13 +160,29 @@ impl Executor for ContainerExecutor {
         let request = WorkerRequest {
             version: 1,
             tool_name: crate::protocol::SELF_CHECK_TOOL.into(),
-            params: Value::Object(crate::executor::self_check_params()),
+            params: Value::Object({
+                let mut p = crate::executor::self_check_params();
+                p.insert("mode".into(), Value::from("container"));
+                p
+            }),
             timeout_ms: Some(self.timeout.as_millis() as u64),
             command: None,
             confine: None,
         };
-        Ok(crate::executor::self_check_results(
-            self.runtime.run(&request).await?,
-        ))
+        let mut out = self.runtime.run(&request).await?;
+        // Under gVisor the cgroup files are not visible inside; the engine's record of the
+        // container's limits is then what is checked.
+        let memory = "memory limit enforced";
+        let pids = "process limit enforced";
+        if out.get(memory) != Some(&Value::Bool(true)) || out.get(pids) != Some(&Value::Bool(true))
+        {
+            let (m, p) =
+                self.runtime.engine_limits().await.map_err(|e| {
+                    ExecError::failure(crate::protocol::SELF_CHECK_TOOL, e.to_string())
+                })?;
+            out.insert(memory.into(), Value::Bool(m));
+            out.insert(pids.into(), Value::Bool(p));
+        }
+        Ok(crate::executor::self_check_results(out))
     }
 }
