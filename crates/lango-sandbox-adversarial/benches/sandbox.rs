@@ -5,6 +5,12 @@
 //! - Tail latency: 300 calls timed one by one; p50 and p99 are printed and written as metric
 //!   files (`<criterion dir>/sandbox/subprocess_p50.json`, `subprocess_p99.json`).
 //!
+//! - Containers (when the Docker engine answers): `sandbox_echo` in a fresh container created
+//!   per call (cold: create + attach + start + wait + remove) and through the warm pool (the
+//!   container was created ahead of time), in one run; medians and the cold/warm ratio are
+//!   written as metric files (`container_cold_ms.json`, `container_warm_ms.json`,
+//!   `container_cold_over_warm.json`). The image is built from the adversarial worker.
+//!
 //! Skips with a message when the machine has no user namespaces (bubblewrap).
 #![allow(
     missing_docs,
@@ -107,5 +113,114 @@ fn main() {
         "ms",
         note,
     );
+    containers(&rt, &dir);
     c.final_summary();
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn containers(rt: &tokio::runtime::Runtime, dir: &Path) {
+    use lango_sandbox::{
+        ContainerRuntime, SandboxConfig,
+        container::{
+            RuntimeKind,
+            docker::{DockerFactory, FactoryOptions},
+            image::build_worker_image,
+        },
+        protocol::WorkerRequest,
+    };
+    let Ok(docker) = rt.block_on(lango_sandbox::container::docker::connect()) else {
+        eprintln!("container benches skipped: the Docker engine is not reachable");
+        return;
+    };
+    let worker = Path::new(env!("CARGO_BIN_EXE_lango-adversarial-worker"));
+    let image = rt
+        .block_on(build_worker_image(
+            &docker,
+            worker,
+            "lango-sandbox-bench",
+            |_| {},
+        ))
+        .unwrap();
+    let mut cfg = SandboxConfig::default();
+    cfg.container.enabled = true;
+    cfg.container.image = image.tag.clone();
+    cfg.container.pool_size = 1;
+    cfg.container.pool_idle_timeout = Duration::from_secs(600);
+    let factory = |pool: bool| {
+        DockerFactory::new(
+            cfg.clone(),
+            FactoryOptions {
+                sweep_orphans: false,
+                start_pool: pool,
+                scope: Some(format!("bench-{}", std::process::id())),
+            },
+        )
+    };
+    let request = WorkerRequest {
+        version: 1,
+        tool_name: "sandbox_echo".into(),
+        params: json!({"msg": "sandbox-smoke-test"}),
+        timeout_ms: Some(30_000),
+        command: None,
+        confine: None,
+    };
+    const CALLS: usize = 20;
+    let cold_rt = rt
+        .block_on(factory(false).runtime(RuntimeKind::Docker))
+        .unwrap();
+    let cold: Vec<f64> = (0..CALLS)
+        .map(|_| {
+            let t = Instant::now();
+            rt.block_on(cold_rt.run(&request)).unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let warm_rt = rt
+        .block_on(factory(true).runtime(RuntimeKind::Docker))
+        .unwrap();
+    let pool = warm_rt.pool().unwrap();
+    let warm: Vec<f64> = (0..CALLS)
+        .map(|_| {
+            // Measure only calls that really take a pooled container.
+            assert!(rt.block_on(pool.wait_full(Duration::from_secs(30))));
+            let t = Instant::now();
+            rt.block_on(warm_rt.run(&request)).unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    rt.block_on(warm_rt.shutdown());
+    let (c, w) = (median(cold), median(warm));
+    eprintln!(
+        "container sandbox_echo: cold {c:.1} ms, warm pool {w:.1} ms, ratio {:.2}",
+        c / w
+    );
+    let note = format!("sandbox_echo, Docker (runc), {CALLS} sequential calls each");
+    write_metric(
+        dir,
+        "container_cold_ms.json",
+        "container call cold (create+start) median",
+        c,
+        "ms",
+        &note,
+    );
+    write_metric(
+        dir,
+        "container_warm_ms.json",
+        "container call from the warm pool median",
+        w,
+        "ms",
+        &note,
+    );
+    write_metric(
+        dir,
+        "container_cold_over_warm.json",
+        "container cold / warm ratio",
+        c / w,
+        "x",
+        &note,
+    );
 }
