@@ -337,7 +337,7 @@ pub struct SubprocessExecutor {
 impl SubprocessExecutor {
     /// Probes the machine and builds the executor. With `require_os_isolation` and no
     /// namespaces this is [`Error::IsolationUnavailable`]: the node then has no sandbox
-    /// executor and refuses remote calls.
+    /// executor and refuses remote calls. Also marks the calling process non-dumpable.
     pub fn new(opts: SubprocessOptions, registry: Arc<ToolRegistry>) -> Result<Self, Error> {
         Self::with_isolation(opts, registry, IsolationReport::probe())
     }
@@ -352,6 +352,12 @@ impl SubprocessExecutor {
             let why = report.namespaces.clone().err().unwrap_or_default();
             return Err(Error::IsolationUnavailable(why));
         }
+        // Same-user processes (a tool among them) must not read this process's memory or
+        // environment through /proc or attach to it (W-3).
+        #[cfg(target_os = "linux")]
+        nix::sys::prctl::set_dumpable(false).map_err(|e| {
+            Error::IsolationUnavailable(format!("cannot make the node non-dumpable: {e}"))
+        })?;
         let worker = std::fs::canonicalize(&opts.worker)
             .map_err(|e| Error::Config(format!("worker binary {}: {e}", opts.worker.display())))?;
         let root = match &opts.sandbox_root {
