@@ -52,7 +52,7 @@ commands:
   lint                      fmt check, clippy -D warnings (all feature sets), cargo deny
   ci                        lint, then test
   bench [<filter>]          criterion benches; writes target/bench-report.md
-  sandbox-image [--release] [--tag REPO]
+  sandbox-image [--release] [--worker PATH] [--tag REPO]
                             build the sandbox image locally from lango-sandbox-worker
                             (no registry); tags REPO:<hash> and REPO:latest";
 

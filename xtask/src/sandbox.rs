@@ -77,7 +77,17 @@ pub fn ensure_docker_and_gvisor() -> Result<()> {
     std::fs::write(DAEMON_JSON, serde_json::to_string_pretty(&conf)?)
         .with_context(|| format!("write {DAEMON_JSON}"))?;
     eprintln!("xtask: registered runsc in {DAEMON_JSON}; reloading dockerd (SIGHUP)");
-    env::run("pkill", &["-HUP", "-x", "dockerd"])?;
+    // SIGHUP to exactly the daemon's PID (from `pidof`): dockerd reloads its runtimes.
+    let pid = Command::new("pidof")
+        .arg("dockerd")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let pid = match pid.split_whitespace().collect::<Vec<_>>()[..] {
+        [one] if one.parse::<u32>().is_ok() => one.to_owned(),
+        _ => bail!("cannot find exactly one dockerd process to reload (pidof: {pid:?})"),
+    };
+    env::run("kill", &["-HUP", &pid])?;
     for _ in 0..40 {
         if self::runtimes().contains("\"runsc\"") {
             return Ok(());
@@ -92,16 +102,24 @@ fn target_dir() -> Result<PathBuf> {
     crate::bench::target_dir()
 }
 
-/// `cargo xtask sandbox-image [--release] [--tag REPO]`: builds `lango-node` and
-/// `lango-sandbox-worker`, then the image from the worker alone; prints its ID.
+/// `cargo xtask sandbox-image [--release] [--worker PATH] [--tag REPO]`: builds `lango-node`
+/// and `lango-sandbox-worker` (or takes the worker at PATH), then the image from the worker
+/// alone; prints its ID.
 pub fn image(args: &[String]) -> Result<()> {
     let release = args.iter().any(|a| a == "--release");
-    let repo = args
-        .iter()
-        .position(|a| a == "--tag")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| "lango-sandbox".into());
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let repo = value("--tag").unwrap_or_else(|| "lango-sandbox".into());
+    let given_worker = value("--worker").map(PathBuf::from);
+    if let Some(w) = &given_worker
+        && !w.is_file()
+    {
+        bail!("--worker {}: no such file", w.display());
+    }
     let mut build = vec![
         "build",
         "-p",
@@ -118,7 +136,7 @@ pub fn image(args: &[String]) -> Result<()> {
     }
     env::run("cargo", &build)?;
     let dir = target_dir()?.join(if release { "release" } else { "debug" });
-    let worker = dir.join("lango-sandbox-worker");
+    let worker = given_worker.unwrap_or_else(|| dir.join("lango-sandbox-worker"));
     let scratch = tempdir()?;
     env::run_with(
         Command::new(dir.join("lango-node"))

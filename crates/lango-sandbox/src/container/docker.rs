@@ -17,7 +17,10 @@ use async_trait::async_trait;
 use bollard::{
     Docker,
     container::LogOutput,
-    models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits},
+    models::{
+        ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
+        HostConfig, HostConfigLogConfig, ResourcesUlimits,
+    },
     query_parameters::{
         AttachContainerOptions, CreateContainerOptions, InspectContainerOptions,
         KillContainerOptions, ListContainersOptions, RemoveContainerOptions, WaitContainerOptions,
@@ -125,7 +128,7 @@ pub async fn connect() -> Result<Docker, Error> {
     let host =
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     let docker = Docker::connect_with_defaults()
-        .map_err(|e| Error::Engine(format!("docker unavailable: {e} ({host})")))?;
+        .map_err(|e| Error::Engine(format!("docker daemon is not reachable at {host}: {e}")))?;
     let ping = async {
         let d = docker.negotiate_version().await?;
         d.ping().await?;
@@ -134,10 +137,10 @@ pub async fn connect() -> Result<Docker, Error> {
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
         Ok(Ok(d)) => Ok(d),
         Ok(Err(e)) => Err(Error::Engine(format!(
-            "docker daemon is not reachable ({host}: {e})"
+            "docker daemon is not reachable at {host}: {e}"
         ))),
         Err(_) => Err(Error::Engine(format!(
-            "docker daemon is not reachable ({host}: no answer within 2s)"
+            "docker daemon is not reachable at {host}: no answer within 2s"
         ))),
     }
 }
@@ -272,6 +275,26 @@ impl Engine {
             ))),
             Err(e) => Err(Error::Engine(format!("create container: {e}"))),
         }
+    }
+
+    /// Whether `id` still exists and was never started (bounded by 5 s).
+    pub(crate) async fn still_created(&self, id: &str) -> bool {
+        let inspected = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.docker
+                .inspect_container(id, None::<InspectContainerOptions>),
+        )
+        .await;
+        matches!(
+            inspected,
+            Ok(Ok(ContainerInspectResponse {
+                state: Some(ContainerState {
+                    status: Some(ContainerStateStatusEnum::CREATED),
+                    ..
+                }),
+                ..
+            }))
+        )
     }
 
     /// Force-removes `id` (bounded by 10 s).
@@ -529,6 +552,17 @@ impl ContainerRuntime for DockerRuntime {
         let tool = request.tool_name.as_str();
         let pooled = match self.pool() {
             Some(p) => p.take().await,
+            None => None,
+        };
+        // A pooled container may have been removed meanwhile (an operator's `sandbox cleanup`
+        // counts created-but-not-started containers as orphans): then create one on demand.
+        let pooled = match pooled {
+            Some(id) if self.engine.still_created(&id).await => Some(id),
+            Some(id) => {
+                tracing::warn!(container = %id, "pooled container is gone or was started; creating a fresh one");
+                let _ = self.engine.remove(&id).await;
+                None
+            }
             None => None,
         };
         let id = match pooled {

@@ -134,9 +134,17 @@ impl Pool {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Some(t) = self.inner.task.lock().ok().and_then(|mut t| t.take()) {
-            t.abort();
-            let _ = t.await;
+        if let Some(mut t) = self.inner.task.lock().ok().and_then(|mut t| t.take()) {
+            // Let a create in flight finish: the refill sees `closed` and removes what it just
+            // made, where an abort would leak it. Creates are bounded by 10 s.
+            self.inner.wake.notify_one();
+            if tokio::time::timeout(Duration::from_secs(15), &mut t)
+                .await
+                .is_err()
+            {
+                t.abort();
+                let _ = t.await;
+            }
         }
         let ids: Vec<String> = self
             .inner
