@@ -153,3 +153,14 @@ where
         Err(e) => panic!("decode_message accepts what the reader refuses: {e}"),
     }
 }
+
+/// lango-p2p's firewall, compiled here from its own source file. The module depends on nothing
+/// else in lango-p2p, and including it keeps this workspace from building libp2p, SQLCipher and
+/// the sandbox under the sanitizers just to reach two pure-logic modules.
+#[path = "../../crates/lango-p2p/src/firewall.rs"]
+pub mod firewall;
+
+/// lango-p2p's response sanitizer and owner shield, compiled here from its own source file (see
+/// [`firewall`] for why).
+#[path = "../../crates/lango-p2p/src/sanitize.rs"]
+pub mod sanitize;

@@ -7,6 +7,8 @@
 
 use std::{fmt, time::Duration};
 
+use crate::firewall::{self, FirewallConfig, Rule};
+use crate::sanitize::OwnerProtectionConfig;
 use lango_handshake::exchange::HandshakeConfig;
 use lango_session::SessionConfig;
 use lango_session::config::go_duration;
@@ -132,6 +134,18 @@ pub struct P2pConfig {
     pub enable_pq_handshake: Option<bool>,
     /// Isolated execution of remote tool calls.
     pub tool_isolation: ToolIsolationConfig,
+    /// Firewall rules, in evaluation order; empty means deny-all (protocol spec ..R-4.6).
+    /// Every rule is validated at load: a permissive `allow` for `"*"` with all tools, an
+    /// unknown action, an empty `peerDid`, a negative `rateLimit` or a malformed tool pattern
+    /// stops start-up.
+    pub firewall_rules: Vec<Rule>,
+    /// Meta requests (`agent_card`, `capability_query`, `price_query`) per minute and peer;
+    /// 0 turns the limit off.
+    pub meta_rate_limit: u32,
+    /// Tool calls per minute over all peers together; 0 (the default) is off.
+    pub global_rate_limit: u32,
+    /// What the owner shield hides from peers (R-6.1..R-6.7).
+    pub owner_protection: OwnerProtectionConfig,
     /// Deprecated: directory of the legacy plaintext `node.key` (default `<data-dir>/p2p`).
     /// Read for migration and for the no-secrets-store mode only; never written.
     #[serde(skip_serializing)]
@@ -177,6 +191,10 @@ impl Default for P2pConfig {
             invalidation_history_limit: session_defaults.invalidation_history_limit,
             enable_pq_handshake: None,
             tool_isolation: ToolIsolationConfig::default(),
+            firewall_rules: Vec::new(),
+            meta_rate_limit: firewall::DEFAULT_META_RATE_LIMIT,
+            global_rate_limit: 0,
+            owner_protection: OwnerProtectionConfig::default(),
             key_dir: None,
             node_key_name: None,
         }
@@ -492,9 +510,35 @@ impl P2pConfig {
         }
     }
 
+    /// The firewall settings these keys describe.
+    pub fn firewall_config(&self) -> FirewallConfig {
+        FirewallConfig {
+            rules: self.firewall_rules.clone(),
+            min_trust_score: self.min_trust_score,
+            meta_rate_limit: self.meta_rate_limit,
+            global_rate_limit: self.global_rate_limit,
+        }
+    }
+
     /// Checks every key; `prefix` is the section's path (`p2p`).
     pub fn validate(&self, prefix: &str) -> Result<(), Vec<String>> {
         let mut p = Vec::new();
+        for (i, rule) in self.firewall_rules.iter().enumerate() {
+            for problem in firewall::rule_problems(rule) {
+                match problem.field() {
+                    Some(field) => {
+                        p.push(format!("{prefix}.firewallRules[{i}].{field}: {problem}"))
+                    }
+                    None => p.push(format!("{prefix}.firewallRules[{i}]: {problem}")),
+                }
+            }
+        }
+        if let Err(e) = self
+            .owner_protection
+            .validate(&format!("{prefix}.ownerProtection"))
+        {
+            p.extend(e);
+        }
         for (key, list) in [
             ("listenAddrs", &self.listen_addrs),
             ("bootstrapPeers", &self.bootstrap_peers),

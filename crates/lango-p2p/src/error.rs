@@ -71,5 +71,18 @@ impl Error {
     }
 }
 
+impl From<crate::firewall::InvalidRule> for Error {
+    fn from(e: crate::firewall::InvalidRule) -> Self {
+        let key = match e.error.field() {
+            Some(field) => format!("p2p.firewallRules[{}].{field}", e.index),
+            None => format!("p2p.firewallRules[{}]", e.index),
+        };
+        Self::Config {
+            key,
+            message: e.error.to_string(),
+        }
+    }
+}
+
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -20,11 +20,14 @@ pub mod auth;
 pub mod card;
 pub mod config;
 mod error;
+pub mod firewall;
 pub mod identity;
 pub mod node;
 pub mod pins;
+pub mod protocol;
 pub mod reputation;
 pub mod revocation;
+pub mod sanitize;
 #[cfg(test)]
 mod test_support;
 
