@@ -101,6 +101,32 @@ pub enum Request {
     SessionRevokeAll,
     /// The sandbox the node runs remote tool calls in.
     SandboxStatus,
+    /// Invoke a tool on another node (handshake on demand).
+    Invoke {
+        /// Peer ID, or the DID of a peer with a live session.
+        peer: String,
+        /// The tool.
+        tool: String,
+        /// Its params (an object).
+        params: serde_json::Value,
+    },
+    /// The tools another node lets this one call.
+    Tools {
+        /// Peer ID, or the DID of a peer with a live session.
+        peer: String,
+    },
+    /// The firewall rules in effect.
+    FirewallList,
+    /// Add a firewall rule at runtime.
+    FirewallAdd {
+        /// The rule.
+        rule: lango_p2p::firewall::Rule,
+    },
+    /// Remove every rule for a peer DID at runtime.
+    FirewallRemove {
+        /// The DID (`*` for wildcard rules).
+        peer_did: String,
+    },
     /// Remove orphaned sandbox containers with the node's own runtime.
     SandboxCleanup {
         /// Every sandbox container, in-flight ones included.

@@ -250,10 +250,59 @@ pub enum P2pCommand {
     /// The running node's authenticated sessions. Tokens are never shown.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Invoke a tool on another node through the running node: a handshake runs first when
+    /// there is no session. Prints the tool's (sanitized) result as JSON.
+    ///
+    /// Example: lango-node p2p invoke 12D3KooW... word_count --params '{"text":"a b c"}'
+    Invoke {
+        /// The peer: a peer ID, or the DID of a peer with a session.
+        peer: String,
+        /// The tool name.
+        tool: String,
+        /// Params as a JSON object, or `-` to read them from stdin.
+        #[arg(long, value_name = "JSON|-")]
+        params: Option<String>,
+    },
+    /// List the tools another node lets this one call (capability query).
+    Tools {
+        /// The peer: a peer ID, or the DID of a peer with a session.
+        peer: String,
+    },
+    /// The running node's firewall: who may call which tools, at what rate. Default deny.
+    #[command(subcommand)]
+    Firewall(FirewallCommand),
     /// The sandbox remote tool calls run in: which runtime is used and why, a smoke test,
     /// and removal of orphaned containers. Works with networking off.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FirewallCommand {
+    /// List the rules in effect on the running node.
+    List,
+    /// Add a rule to the running node. Rules that allow every peer every tool are refused.
+    ///
+    /// Example: lango-node p2p firewall add --peer-did did:lango:02ab... --tools word_count
+    Add {
+        /// The peer's DID, or `*` for every peer.
+        #[arg(long = "peer-did", value_name = "DID")]
+        peer_did: String,
+        /// `allow` or `deny`.
+        #[arg(long, default_value = "allow")]
+        action: String,
+        /// Tool names or prefix patterns (`search*`), comma-separated; all tools when absent.
+        #[arg(long, value_delimiter = ',')]
+        tools: Option<Vec<String>>,
+        /// Calls per minute for this peer (0: unlimited).
+        #[arg(long, default_value_t = 0)]
+        rate_limit: i64,
+    },
+    /// Remove every rule for a peer DID (`*` removes the wildcard rules).
+    Remove {
+        /// The peer's DID.
+        peer_did: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -139,6 +139,14 @@ pub struct P2pConfig {
     /// unknown action, an empty `peerDid`, a negative `rateLimit` or a malformed tool pattern
     /// stops start-up.
     pub firewall_rules: Vec<Rule>,
+    /// Owner approval of remote tool calls: `deny` (default) or `allow-listed`.
+    pub approval_policy: ApprovalPolicyKind,
+    /// Tools approved under `approvalPolicy = "allow-listed"`.
+    pub approved_tools: Vec<String>,
+    /// Longest wait for an approval; a timeout is a denial.
+    pub approval_timeout: GoDuration,
+    /// A2A stream limits.
+    pub protocol: ProtocolConfig,
     /// Meta requests (`agent_card`, `capability_query`, `price_query`) per minute and peer;
     /// 0 turns the limit off.
     pub meta_rate_limit: u32,
@@ -195,6 +203,10 @@ impl Default for P2pConfig {
             meta_rate_limit: firewall::DEFAULT_META_RATE_LIMIT,
             global_rate_limit: 0,
             owner_protection: OwnerProtectionConfig::default(),
+            approval_policy: ApprovalPolicyKind::Deny,
+            approved_tools: Vec::new(),
+            approval_timeout: GoDuration::secs(120),
+            protocol: ProtocolConfig::default(),
             key_dir: None,
             node_key_name: None,
         }
@@ -414,6 +426,44 @@ impl ToolIsolationConfig {
     }
 }
 
+/// `p2p.approvalPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApprovalPolicyKind {
+    /// Every remote tool call is denied by the owner (the default).
+    Deny,
+    /// The tools in `approvedTools` are approved for peers the firewall lets through.
+    AllowListed,
+}
+
+/// `p2p.protocol`: A2A stream limits (protocol spec §2.1.8).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ProtocolConfig {
+    /// Largest request.
+    pub max_request_bytes: usize,
+    /// Largest response the client reads.
+    pub max_response_bytes: usize,
+    /// Deadline for reading a request.
+    pub read_timeout: GoDuration,
+    /// Requests in progress per remote peer.
+    pub max_concurrent_streams_per_peer: usize,
+    /// Requests in progress in total.
+    pub max_concurrent_streams: usize,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 1 << 20,
+            max_response_bytes: 4 << 20,
+            read_timeout: GoDuration::secs(15),
+            max_concurrent_streams_per_peer: 4,
+            max_concurrent_streams: 64,
+        }
+    }
+}
+
 /// `p2p.discovery`: agent-card acceptance (protocol spec §2.4.4).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -497,6 +547,27 @@ impl P2pConfig {
             pin_upgraded_peers: self.handshake_pin_upgraded_peers,
             max_concurrent: self.handshake_max_concurrent,
             ..HandshakeConfig::default()
+        }
+    }
+
+    /// The A2A handler's limits these keys describe.
+    pub fn handler_limits(&self) -> crate::a2a::HandlerLimits {
+        crate::a2a::HandlerLimits {
+            max_request_bytes: self.protocol.max_request_bytes,
+            read_timeout: self.protocol.read_timeout.0,
+            max_streams_per_peer: self.protocol.max_concurrent_streams_per_peer,
+            max_streams: self.protocol.max_concurrent_streams,
+            approval_timeout: self.approval_timeout.0,
+        }
+    }
+
+    /// The owner-approval policy these keys describe.
+    pub fn approval_policy(&self) -> crate::a2a::ApprovalPolicy {
+        match self.approval_policy {
+            ApprovalPolicyKind::Deny => crate::a2a::ApprovalPolicy::Deny,
+            ApprovalPolicyKind::AllowListed => crate::a2a::ApprovalPolicy::AllowListed(
+                self.approved_tools.iter().cloned().collect(),
+            ),
         }
     }
 
@@ -599,6 +670,43 @@ impl P2pConfig {
             .validate(&format!("{prefix}.toolIsolation"))
         {
             p.extend(e);
+        }
+        let pr = &self.protocol;
+        if !(1024..=(16 << 20)).contains(&pr.max_request_bytes) {
+            p.push(format!(
+                "{prefix}.protocol.maxRequestBytes: between 1024 and 16777216"
+            ));
+        }
+        if !(1024..=(64 << 20)).contains(&pr.max_response_bytes) {
+            p.push(format!(
+                "{prefix}.protocol.maxResponseBytes: between 1024 and 67108864"
+            ));
+        }
+        if pr.read_timeout.0 < Duration::from_secs(1)
+            || pr.read_timeout.0 > Duration::from_secs(300)
+        {
+            p.push(format!(
+                "{prefix}.protocol.readTimeout: between 1s and 5m0s"
+            ));
+        }
+        if pr.max_concurrent_streams_per_peer == 0
+            || pr.max_concurrent_streams == 0
+            || pr.max_concurrent_streams_per_peer > pr.max_concurrent_streams
+            || pr.max_concurrent_streams > 4096
+        {
+            p.push(format!(
+                "{prefix}.protocol: maxConcurrentStreamsPerPeer must be between 1 and maxConcurrentStreams (at most 4096)"
+            ));
+        }
+        if self.approval_timeout.0 < Duration::from_secs(1)
+            || self.approval_timeout.0 > Duration::from_secs(3600)
+        {
+            p.push(format!("{prefix}.approvalTimeout: between 1s and 1h0m0s"));
+        }
+        for t in &self.approved_tools {
+            if !lango_sandbox::protocol::valid_tool_name(t) {
+                p.push(format!("{prefix}.approvedTools: {t:?} is not a tool name"));
+            }
         }
         if self.nonce_cache_capacity != 0
             && !(1_000..=10_000_000).contains(&self.nonce_cache_capacity)

@@ -16,6 +16,7 @@
 //! The top library crate: it composes every crate below it except `lango-kms`; the app runs it.
 #![forbid(unsafe_code)]
 
+pub mod a2a;
 pub mod auth;
 pub mod card;
 pub mod config;

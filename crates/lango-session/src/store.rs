@@ -391,6 +391,14 @@ impl SessionStore {
         st.live(peer_did, now).map(|e| e.info.clone())
     }
 
+    /// A copy of the token of `peer_did`'s live session, for presenting it on an A2A request
+    /// to that peer. `None` when there is no live session (an expired one is removed).
+    pub fn token_for(&self, peer_did: &str) -> Option<SessionToken> {
+        let now = self.now();
+        let mut st = self.lock();
+        st.live(peer_did, now).map(|e| e.token.duplicate())
+    }
+
     /// Snapshots of every live session, sorted by peer DID (S-6). Removes nothing; expired
     /// sessions are left out.
     pub fn list(&self) -> Vec<SessionInfo> {

@@ -2,7 +2,7 @@
 //! protocol spec §5.7–5.8). Live state comes from the running node through the admin socket;
 //! identity, reputation and revocations are read from the vault when no node runs.
 
-use std::process::ExitCode;
+use std::{io::Read as _, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use lango_p2p::{
@@ -55,8 +55,141 @@ pub fn run(ctx: &Context, cmd: P2pCommand) -> Result<ExitCode> {
             P2pCommand::Revocations => revocations(ctx, &config).await,
             P2pCommand::Session(cmd) => session(ctx, cmd).await,
             P2pCommand::Sandbox(cmd) => crate::commands::sandbox::run(ctx, &config, cmd).await,
+            P2pCommand::Invoke { peer, tool, params } => invoke(ctx, peer, tool, params).await,
+            P2pCommand::Tools { peer } => {
+                let v = admin::require(&ctx.data_dir, &Request::Tools { peer }).await?;
+                print_or_json(ctx, &v, |v| {
+                    let tools = strings_of(v, "capabilities");
+                    if tools.is_empty() {
+                        output::line("No tools available to this node.");
+                    }
+                    for t in tools {
+                        output::line(t);
+                    }
+                })
+            }
+            P2pCommand::Firewall(cmd) => firewall(ctx, cmd).await,
         }
     })
+}
+
+async fn invoke(
+    ctx: &Context,
+    peer: String,
+    tool: String,
+    params: Option<String>,
+) -> Result<ExitCode> {
+    let text = match params.as_deref() {
+        None => "{}".to_owned(),
+        Some("-") => {
+            let mut s = String::new();
+            std::io::Read::take(std::io::stdin(), 1 << 20)
+                .read_to_string(&mut s)
+                .context("read params from stdin")?;
+            s
+        }
+        Some(p) => p.to_owned(),
+    };
+    let params: Value = serde_json::from_str(&text).context("--params is not JSON")?;
+    if !params.is_object() {
+        anyhow::bail!("--params must be a JSON object");
+    }
+    let v = admin::require(&ctx.data_dir, &Request::Invoke { peer, tool, params }).await?;
+    // The result is JSON either way: compact for --json, pretty for people.
+    if ctx.json {
+        output::json(&v["result"])?;
+    } else {
+        output::line(serde_json::to_string_pretty(&v["result"])?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn firewall(ctx: &Context, cmd: crate::cli::FirewallCommand) -> Result<ExitCode> {
+    use crate::cli::FirewallCommand as F;
+    match cmd {
+        F::List => {
+            let v = admin::require(&ctx.data_dir, &Request::FirewallList).await?;
+            print_or_json(ctx, &v, |v| {
+                let rules = v.as_array().cloned().unwrap_or_default();
+                if rules.is_empty() {
+                    output::line("No firewall rules configured. Default policy: deny-all.");
+                    return;
+                }
+                let mut rows = vec![vec![
+                    "PEER DID".to_owned(),
+                    "ACTION".to_owned(),
+                    "TOOLS".to_owned(),
+                    "RATE LIMIT".to_owned(),
+                ]];
+                for r in rules {
+                    let tools = strings_of(&r, "tools");
+                    let rate = r["rateLimit"].as_i64().unwrap_or(0);
+                    rows.push(vec![
+                        str_of(&r, "peerDid").to_owned(),
+                        str_of(&r, "action").to_owned(),
+                        if tools.is_empty() {
+                            "*".to_owned()
+                        } else {
+                            tools.join(", ")
+                        },
+                        if rate > 0 {
+                            format!("{rate}/min")
+                        } else {
+                            "unlimited".to_owned()
+                        },
+                    ]);
+                }
+                output::table(&rows);
+            })
+        }
+        F::Add {
+            peer_did,
+            action,
+            tools,
+            rate_limit,
+        } => {
+            let rule = lango_p2p::firewall::Rule {
+                peer_did,
+                action,
+                tools,
+                rate_limit,
+            };
+            lango_p2p::firewall::validate_rule(&rule).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let v =
+                admin::require(&ctx.data_dir, &Request::FirewallAdd { rule: rule.clone() }).await?;
+            print_or_json(ctx, &v, |_| {
+                output::line("Firewall rule added to the running node:");
+                output::line(format!("  Peer DID:    {}", rule.peer_did));
+                output::line(format!("  Action:      {}", rule.action));
+                output::line(format!(
+                    "  Tools:       {}",
+                    rule.tools
+                        .as_ref()
+                        .filter(|t| !t.is_empty())
+                        .map(|t| t.join(", "))
+                        .unwrap_or_else(|| "*".into())
+                ));
+                if rule.rate_limit > 0 {
+                    output::line(format!("  Rate Limit:  {}/min", rule.rate_limit));
+                }
+            })
+        }
+        F::Remove { peer_did } => {
+            let v = admin::require(
+                &ctx.data_dir,
+                &Request::FirewallRemove {
+                    peer_did: peer_did.clone(),
+                },
+            )
+            .await?;
+            print_or_json(ctx, &v, |v| {
+                output::line(format!(
+                    "Removed {} firewall rule(s) for {peer_did}.",
+                    v["removed"].as_u64().unwrap_or(0)
+                ))
+            })
+        }
+    }
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {

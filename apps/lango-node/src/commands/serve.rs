@@ -56,6 +56,12 @@ pub struct Services {
     key_origin: KeyOrigin,
     /// The sandbox remote tool calls run in (the A2A handler's executor).
     sandbox: Sandbox,
+    /// Serves `/lango/a2a/1.0.0` while the node runs.
+    _a2a: lango_p2p::a2a::Server,
+    /// Calls tools on other nodes.
+    a2a_client: lango_p2p::a2a::Client,
+    /// The firewall the A2A handler applies.
+    firewall: Arc<lango_p2p::firewall::Firewall>,
 }
 
 /// The executor selection made at start, kept for status and for the protocol handler.
@@ -66,6 +72,21 @@ pub struct Sandbox {
 }
 
 impl Services {
+    /// A peer ID, or the DID of a peer this node holds a session with.
+    fn resolve_peer(&self, peer: &str) -> Result<libp2p::PeerId> {
+        if peer.starts_with("did:") {
+            let session = self.auth.sessions().get(peer).ok_or_else(|| {
+                anyhow!("no session with {peer}; connect to it first (p2p connect <multiaddr>)")
+            })?;
+            return session
+                .peer_id
+                .parse()
+                .map_err(|e| anyhow!("session peer ID {}: {e}", session.peer_id));
+        }
+        peer.parse()
+            .map_err(|e| anyhow!("{peer:?} is neither a peer ID nor a DID: {e}"))
+    }
+
     async fn connect(&self, addr: &str, no_handshake: bool) -> Result<Value> {
         let ma: libp2p::Multiaddr = addr.parse().map_err(|e| anyhow!("parse multiaddr: {e}"))?;
         if lango_p2p::peer_id_of_addr(&ma).is_none() {
@@ -182,6 +203,32 @@ impl admin::Handler for Services {
                     "running node",
                 )
                 .await)
+            }
+            Request::Invoke { peer, tool, params } => {
+                let peer = self.resolve_peer(&peer)?;
+                let params = match params {
+                    Value::Object(m) => m,
+                    Value::Null => serde_json::Map::new(),
+                    _ => bail!("params must be a JSON object"),
+                };
+                let out = self.a2a_client.invoke(peer, &tool, params).await?;
+                Ok(json!({ "peerId": peer.to_base58(), "tool": tool, "result": out }))
+            }
+            Request::Tools { peer } => {
+                let peer = self.resolve_peer(&peer)?;
+                let tools = self.a2a_client.capabilities(peer).await?;
+                Ok(json!({ "peerId": peer.to_base58(), "capabilities": tools }))
+            }
+            Request::FirewallList => Ok(serde_json::to_value(self.firewall.rules())?),
+            Request::FirewallAdd { rule } => {
+                self.firewall
+                    .add_rule(rule.clone())
+                    .map_err(|e| anyhow!("{e}"))?;
+                Ok(json!({ "added": rule }))
+            }
+            Request::FirewallRemove { peer_did } => {
+                let n = self.firewall.remove_rules(&peer_did);
+                Ok(json!({ "peerDid": peer_did, "removed": n }))
             }
             Request::SandboxCleanup { force } => {
                 crate::commands::sandbox::cleanup_on_node(&self.sandbox.selection, force).await
@@ -315,6 +362,21 @@ async fn run_node(
     }
     tracing::info!(event = "node_started", peer_id = %status.peer_id, did = %did, "node started");
 
+    let (a2a_server, a2a_client, firewall) = match start_a2a(
+        &node,
+        &auth,
+        &p2p_config,
+        config,
+        &reputation,
+        &sandbox,
+        &did,
+    ) {
+        Ok(parts) => parts,
+        Err(e) => {
+            let _ = node.shutdown().await;
+            return Err(e);
+        }
+    };
     let services = Arc::new(Services {
         node: node.clone(),
         auth,
@@ -323,6 +385,9 @@ async fn run_node(
         key_storage: ident.storage,
         key_origin: ident.origin,
         sandbox,
+        _a2a: a2a_server,
+        a2a_client,
+        firewall,
     });
     let admin_task = tokio::spawn(server.run(services.clone()));
     let mut drops = reputation.subscribe_drops();
@@ -375,6 +440,57 @@ async fn start_sandbox(ctx: &Context, config: &NodeConfig) -> Result<Sandbox> {
         registry,
         selection,
     })
+}
+
+/// The A2A handler on the node: firewall, sanitizer and owner shield, approval policy,
+/// the sandbox executor chosen at start, reputation and failure tracking.
+fn start_a2a(
+    node: &NodeHandle,
+    auth: &PeerAuth,
+    p2p: &lango_p2p::config::P2pConfig,
+    config: &NodeConfig,
+    reputation: &Reputation,
+    sandbox: &Sandbox,
+    did: &str,
+) -> Result<(
+    lango_p2p::a2a::Server,
+    lango_p2p::a2a::Client,
+    Arc<lango_p2p::firewall::Firewall>,
+)> {
+    use lango_p2p::a2a::{Client, Handler, HandlerParts, Server};
+    let firewall = Arc::new(
+        lango_p2p::firewall::Firewall::new(p2p.firewall_config())
+            .map_err(|e| anyhow!("firewall: {e}"))?,
+    );
+    let card = json!({
+        "name": config.a2a.agent_name,
+        "description": config.a2a.description,
+        "did": did,
+        "capabilities": config.a2a.capabilities,
+    });
+    let handler = Handler::new(HandlerParts {
+        sessions: auth.sessions().clone(),
+        events: auth.security_events().clone(),
+        reputation: Some(reputation.clone()),
+        firewall: firewall.clone(),
+        filter: Arc::new(lango_p2p::sanitize::ResponseFilter::from_config(
+            &p2p.owner_protection,
+        )),
+        registry: sandbox.registry.clone(),
+        executor: sandbox.selection.executor.clone(),
+        approval: Some(Arc::new(p2p.approval_policy())),
+        payment: None,
+        attester: None,
+        card: Some(card),
+        limits: p2p.handler_limits(),
+    });
+    let server = Server::start(node, handler)?;
+    let client = Client::new(
+        node.clone(),
+        auth.clone(),
+        sandbox.config.timeout() + p2p.approval_timeout.0 + std::time::Duration::from_secs(10),
+    );
+    Ok((server, client, firewall))
 }
 
 /// Sessions, pins and the handshake protocols on the started node.

@@ -1,0 +1,682 @@
+//! The A2A request handler, server and client (protocol spec §3.3, §3.10).
+//!
+//! Every request is bounded ([`protocol::read_request`]), authenticated by its session token
+//! bound to the libp2p peer that opened the stream, then dispatched. `tool_invoke` and
+//! `tool_invoke_paid` pass, in this order: tool-name checks, the firewall, the worker-registry
+//! check (after the firewall, so a peer without an allow rule learns nothing), the payment
+//! gate, the params check, owner approval (bounded; a timeout is a denial), and execution in
+//! the sandbox executor only. Every outcome is recorded for consecutive-failure tracking and
+//! reputation; every result and error passes the sanitizer and the owner shield before it
+//! leaves; an attestation is attached when an attester is configured.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use futures::{AsyncRead, AsyncWrite, StreamExt};
+use lango_sandbox::{ErrorKind, Executor, ToolRegistry, protocol::valid_tool_name};
+use lango_session::{SecurityEventHandler, SessionStore};
+use libp2p::{PeerId, StreamProtocol};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    Error, Result,
+    auth::PeerAuth,
+    firewall::Firewall,
+    node::NodeHandle,
+    protocol::{
+        self, Attestation, MAX_TOKEN_BYTES, PROTOCOL, ReadError, Request, Response, Status,
+    },
+    reputation::{Outcome, Reputation, Standing},
+    sanitize::ResponseFilter,
+};
+
+/// Peer-visible texts of Appendix A used here.
+pub mod text {
+    /// Bad or expired session.
+    pub const INVALID_SESSION: &str = "invalid or expired session token";
+    /// Missing tool name.
+    pub const MISSING_TOOL: &str = "missing toolName in payload";
+    /// Tool name syntax (Rust).
+    pub const INVALID_TOOL: &str = "invalid toolName";
+    /// Non-object params (Rust).
+    pub const PARAMS_NOT_OBJECT: &str = "params must be an object";
+    /// Not a worker tool (Rust).
+    pub const NOT_AVAILABLE: &str = "tool not available to remote peers";
+    /// No approval function.
+    pub const NO_APPROVAL: &str = "no approval handler configured for remote tool invocation";
+    /// Approval false or timed out.
+    pub const DENIED_BY_OWNER: &str = "tool invocation denied by owner";
+    /// No sandbox executor.
+    pub const NO_EXECUTOR: &str =
+        "tool execution refused: no sandbox executor configured for remote peer requests";
+    /// No card.
+    pub const NO_CARD: &str = "agent card not available";
+    /// Invalid payment.
+    pub const INVALID_PAYMENT: &str = "invalid payment authorization";
+}
+
+/// Owner approval of one remote call.
+#[async_trait]
+pub trait ToolApproval: Send + Sync {
+    /// `Ok(true)` approves, `Ok(false)` denies, `Err` is an approval failure.
+    async fn approve(
+        &self,
+        peer_did: &str,
+        tool: &str,
+        params: &Map<String, Value>,
+    ) -> std::result::Result<bool, String>;
+}
+
+/// `p2p.approvalPolicy`: `deny` refuses everything, `allow-listed` approves the tools named
+/// in `p2p.approvedTools`.
+#[derive(Debug, Clone)]
+pub enum ApprovalPolicy {
+    /// Nothing is approved (the default).
+    Deny,
+    /// These tools are approved for every peer the firewall lets through.
+    AllowListed(HashSet<String>),
+}
+
+#[async_trait]
+impl ToolApproval for ApprovalPolicy {
+    async fn approve(
+        &self,
+        _peer_did: &str,
+        tool: &str,
+        _params: &Map<String, Value>,
+    ) -> std::result::Result<bool, String> {
+        Ok(match self {
+            Self::Deny => false,
+            Self::AllowListed(tools) => tools.contains(tool),
+        })
+    }
+}
+
+/// The payment gate of paid calls (a seam: no payment implementation in this project).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PaymentDecision {
+    /// The tool is free.
+    Free,
+    /// The payment authorization verified.
+    Verified,
+    /// Payment is needed: the quote.
+    Required(Map<String, Value>),
+    /// The authorization is invalid.
+    Invalid,
+}
+
+/// Decides whether a paid call may proceed.
+#[async_trait]
+pub trait PaymentGate: Send + Sync {
+    /// Checks `payload` (with its `paymentAuth`) for `tool`.
+    async fn check(
+        &self,
+        peer_did: &str,
+        tool: &str,
+        payload: &Map<String, Value>,
+    ) -> std::result::Result<PaymentDecision, String>;
+}
+
+/// Attests successful responses (the ZK issue implements it).
+#[async_trait]
+pub trait Attester: Send + Sync {
+    /// An attestation of the sanitized `result`, or `None`.
+    async fn attest(
+        &self,
+        result: &Map<String, Value>,
+    ) -> std::result::Result<Option<Attestation>, String>;
+}
+
+/// Limits of the handler (`p2p.protocol.*`, `p2p.approvalTimeout`).
+#[derive(Debug, Clone)]
+pub struct HandlerLimits {
+    /// Largest request.
+    pub max_request_bytes: usize,
+    /// Deadline for reading a request.
+    pub read_timeout: Duration,
+    /// Requests in progress per remote peer.
+    pub max_streams_per_peer: usize,
+    /// Requests in progress in total.
+    pub max_streams: usize,
+    /// Longest wait for owner approval.
+    pub approval_timeout: Duration,
+}
+
+impl Default for HandlerLimits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: protocol::DEFAULT_MAX_REQUEST_BYTES,
+            read_timeout: protocol::DEFAULT_READ_TIMEOUT,
+            max_streams_per_peer: 4,
+            max_streams: 64,
+            approval_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What the handler needs.
+pub struct HandlerParts {
+    /// Live sessions.
+    pub sessions: SessionStore,
+    /// Failure tracking that invalidates sessions.
+    pub events: SecurityEventHandler,
+    /// Reputation (recording and the firewall's gate).
+    pub reputation: Option<Reputation>,
+    /// The firewall.
+    pub firewall: Arc<Firewall>,
+    /// Sanitizer and owner shield.
+    pub filter: Arc<ResponseFilter>,
+    /// The tools peers may call.
+    pub registry: Arc<ToolRegistry>,
+    /// The sandbox executor; `None` refuses every tool call.
+    pub executor: Option<Arc<dyn Executor>>,
+    /// Owner approval; `None` refuses every tool call.
+    pub approval: Option<Arc<dyn ToolApproval>>,
+    /// The payment gate of paid calls.
+    pub payment: Option<Arc<dyn PaymentGate>>,
+    /// Response attestation.
+    pub attester: Option<Arc<dyn Attester>>,
+    /// This agent's card.
+    pub card: Option<Value>,
+    /// Limits.
+    pub limits: HandlerLimits,
+}
+
+/// The A2A handler. Cheap to clone.
+#[derive(Clone)]
+pub struct Handler {
+    parts: Arc<HandlerParts>,
+    inflight: Arc<Mutex<(usize, HashMap<String, usize>)>>,
+}
+
+/// A slot in the concurrency limits, released on drop.
+struct Slot {
+    inflight: Arc<Mutex<(usize, HashMap<String, usize>)>>,
+    peer: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.inflight.lock() {
+            g.0 = g.0.saturating_sub(1);
+            if let Some(n) = g.1.get_mut(&self.peer) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    g.1.remove(&self.peer);
+                }
+            }
+        }
+    }
+}
+
+fn payload_str<'a>(payload: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    payload
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+impl Handler {
+    /// Over `parts`.
+    pub fn new(parts: HandlerParts) -> Self {
+        Self {
+            parts: Arc::new(parts),
+            inflight: Arc::new(Mutex::new((0, HashMap::new()))),
+        }
+    }
+
+    fn slot(&self, peer: &str) -> Option<Slot> {
+        let mut g = self.inflight.lock().ok()?;
+        let per_peer = g.1.get(peer).copied().unwrap_or(0);
+        if g.0 >= self.parts.limits.max_streams
+            || per_peer >= self.parts.limits.max_streams_per_peer
+        {
+            return None;
+        }
+        g.0 += 1;
+        *g.1.entry(peer.to_owned()).or_insert(0) += 1;
+        Some(Slot {
+            inflight: self.inflight.clone(),
+            peer: peer.to_owned(),
+        })
+    }
+
+    /// Serves one stream from `remote_peer`: reads the request (bounded), answers, closes.
+    /// Over the concurrency limits the stream is dropped (reset) without an answer.
+    pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, remote_peer: &str, mut stream: S) {
+        let Some(_slot) = self.slot(remote_peer) else {
+            tracing::warn!(
+                event = "a2a_stream_refused",
+                peer = remote_peer,
+                "too many A2A requests in progress"
+            );
+            return;
+        };
+        let limits = &self.parts.limits;
+        let response = match protocol::read_request(
+            &mut stream,
+            limits.max_request_bytes,
+            limits.read_timeout,
+        )
+        .await
+        {
+            Ok(req) => {
+                let whole = limits.approval_timeout + Duration::from_secs(40);
+                match tokio::time::timeout(whole, self.handle(remote_peer, &req)).await {
+                    Ok(r) => r,
+                    Err(_) => Response::failure(&req.request_id, Status::Error, "request timeout"),
+                }
+            }
+            Err(e @ (ReadError::TooLarge | ReadError::Timeout)) => {
+                Response::failure("", Status::Error, e.to_string())
+            }
+            Err(e) => Response::failure(
+                "",
+                Status::Error,
+                self.parts.filter.filter_error(&e.to_string()),
+            ),
+        };
+        if let Err(e) = protocol::write_response(&mut stream, &response).await {
+            tracing::debug!(peer = remote_peer, error = %e, "could not write the A2A response");
+        }
+    }
+
+    /// Answers one decoded request from the libp2p peer `remote_peer`.
+    pub async fn handle(&self, remote_peer: &str, req: &Request) -> Response {
+        let id = req.request_id.as_str();
+        let p = &self.parts;
+        if req.session_token.len() > MAX_TOKEN_BYTES {
+            return Response::failure(id, Status::Denied, text::INVALID_SESSION);
+        }
+        let session = match p.sessions.resolve(&req.session_token, remote_peer) {
+            Ok(s) => s,
+            Err(_) => return Response::failure(id, Status::Denied, text::INVALID_SESSION),
+        };
+        let peer_did = session.peer_did.as_str();
+        let empty = Map::new();
+        let payload = req.payload.as_ref().unwrap_or(&empty);
+        let response = match req.kind.as_str() {
+            "tool_invoke" => self.invoke(id, peer_did, payload, false).await,
+            "tool_invoke_paid" => self.invoke(id, peer_did, payload, true).await,
+            "price_query" => self.price(id, peer_did, payload).await,
+            "agent_card" => match p.firewall.check_meta(peer_did) {
+                Err(d) => Response::failure(id, Status::Denied, d.message()),
+                Ok(()) => match &p.card {
+                    Some(card) => self.filtered_ok(id, card.clone()),
+                    None => Response::failure(id, Status::Error, text::NO_CARD),
+                },
+            },
+            "capability_query" => match p.firewall.check_meta(peer_did) {
+                Err(d) => Response::failure(id, Status::Denied, d.message()),
+                Ok(()) => {
+                    let filter = payload_str(payload, "filter").unwrap_or("");
+                    let names: Vec<String> = p
+                        .registry
+                        .worker_safe()
+                        .map(|t| t.name.clone())
+                        .filter(|n| n.starts_with(filter))
+                        .collect();
+                    let allowed = p.firewall.allowed_tools(peer_did, names);
+                    self.filtered_ok(id, json!({ "capabilities": allowed }))
+                }
+            },
+            other => Response::failure(
+                id,
+                Status::Error,
+                p.filter
+                    .filter_error(&format!("unknown request type: {other}")),
+            ),
+        };
+        tracing::info!(
+            event = "a2a_request",
+            peer_did,
+            kind = %req.kind,
+            status = ?response.status,
+            "A2A request answered"
+        );
+        response
+    }
+
+    fn filtered_ok(&self, id: &str, v: Value) -> Response {
+        let filtered = self.parts.filter.filter_value(v);
+        filtered.report.log();
+        match filtered.value {
+            Value::Object(m) => Response::ok(id, m),
+            other => {
+                let mut m = Map::new();
+                m.insert("result".into(), other);
+                Response::ok(id, m)
+            }
+        }
+    }
+
+    /// The reputation lookup the firewall's gate takes.
+    async fn standing(&self, peer_did: &str) -> std::result::Result<Option<f64>, String> {
+        match &self.parts.reputation {
+            None => Ok(None),
+            Some(r) => match r.standing(peer_did).await {
+                Ok(Standing::New) => Ok(None),
+                Ok(Standing::Trusted(s) | Standing::Untrusted(s)) => Ok(Some(s)),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+
+    /// The payload's tool name, or the peer-visible error text.
+    fn tool_name(payload: &Map<String, Value>) -> std::result::Result<&str, &'static str> {
+        let Some(tool) = payload_str(payload, "toolName") else {
+            return Err(text::MISSING_TOOL);
+        };
+        if !valid_tool_name(tool) {
+            return Err(text::INVALID_TOOL);
+        }
+        Ok(tool)
+    }
+
+    async fn price(&self, id: &str, peer_did: &str, payload: &Map<String, Value>) -> Response {
+        let p = &self.parts;
+        let tool = match Self::tool_name(payload) {
+            Ok(t) => t,
+            Err(e) => return Response::failure(id, Status::Error, e),
+        };
+        if let Err(d) = p.firewall.check_price_query(peer_did, tool) {
+            return Response::failure(id, Status::Denied, d.message());
+        }
+        let free = json!({"toolName": tool, "isFree": true});
+        match &p.payment {
+            None => self.filtered_ok(id, free),
+            Some(gate) => match gate.check(peer_did, tool, &Map::new()).await {
+                Err(e) => Response::failure(
+                    id,
+                    Status::Error,
+                    p.filter.filter_error(&format!("price query {tool}: {e}")),
+                ),
+                Ok(PaymentDecision::Required(quote)) => self.filtered_ok(id, Value::Object(quote)),
+                Ok(_) => self.filtered_ok(id, free),
+            },
+        }
+    }
+
+    async fn invoke(
+        &self,
+        id: &str,
+        peer_did: &str,
+        payload: &Map<String, Value>,
+        paid: bool,
+    ) -> Response {
+        let p = &self.parts;
+        let tool = match Self::tool_name(payload) {
+            Ok(t) => t,
+            Err(e) => return Response::failure(id, Status::Error, e),
+        };
+        let standing = self.standing(peer_did).await;
+        if let Err(d) = p.firewall.check_with(peer_did, tool, &standing) {
+            return Response::failure(id, Status::Denied, d.message());
+        }
+        if !p.registry.is_worker_safe(tool) {
+            return Response::failure(id, Status::Denied, text::NOT_AVAILABLE);
+        }
+        if paid && let Some(gate) = &p.payment {
+            match gate.check(peer_did, tool, payload).await {
+                Err(e) => {
+                    return Response::failure(
+                        id,
+                        Status::Error,
+                        p.filter.filter_error(&format!("payment check {tool}: {e}")),
+                    );
+                }
+                Ok(PaymentDecision::Required(quote)) => {
+                    let mut r = self.filtered_ok(id, Value::Object(quote));
+                    r.status = Status::PaymentRequired;
+                    return r;
+                }
+                Ok(PaymentDecision::Invalid) => {
+                    return Response::failure(id, Status::Error, text::INVALID_PAYMENT);
+                }
+                Ok(PaymentDecision::Free | PaymentDecision::Verified) => {}
+            }
+        }
+        let params = match payload.get("params") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => return Response::failure(id, Status::Error, text::PARAMS_NOT_OBJECT),
+        };
+        let Some(approval) = &p.approval else {
+            return Response::failure(id, Status::Denied, text::NO_APPROVAL);
+        };
+        match tokio::time::timeout(
+            p.limits.approval_timeout,
+            approval.approve(peer_did, tool, &params),
+        )
+        .await
+        {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Err(_) => {
+                return Response::failure(id, Status::Denied, text::DENIED_BY_OWNER);
+            }
+            Ok(Err(e)) => {
+                return Response::failure(
+                    id,
+                    Status::Error,
+                    p.filter.filter_error(&format!("approval check: {e}")),
+                );
+            }
+        }
+        let Some(executor) = &p.executor else {
+            return Response::failure(id, Status::Denied, text::NO_EXECUTOR);
+        };
+        match executor.execute(tool, params).await {
+            Err(e) => {
+                tracing::warn!(event = "a2a_tool_failed", peer_did, tool, error = %e, "remote tool call failed");
+                let _ = p.events.record_failure(peer_did);
+                let outcome = if e.kind() == ErrorKind::Timeout {
+                    Outcome::Timeout
+                } else {
+                    Outcome::Failure
+                };
+                self.record(peer_did, outcome).await;
+                Response::failure(id, Status::Error, p.filter.filter_error(&e.peer_message()))
+            }
+            Ok(out) => {
+                p.events.record_success(peer_did);
+                self.record(peer_did, Outcome::Success).await;
+                let mut response = self.filtered_ok(id, Value::Object(out));
+                if let (Some(attester), Some(result)) = (&p.attester, &response.result) {
+                    match attester.attest(result).await {
+                        Ok(Some(a)) => {
+                            response.attestation_proof = Some(a.proof.clone());
+                            response.attestation = Some(a);
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(error = %e, "attestation failed"),
+                    }
+                }
+                response
+            }
+        }
+    }
+
+    async fn record(&self, peer_did: &str, outcome: Outcome) {
+        if let Some(r) = &self.parts.reputation
+            && let Err(e) = r.record(peer_did, outcome).await
+        {
+            tracing::warn!(peer_did, error = %e, "could not record reputation");
+        }
+    }
+}
+
+/// Serves `/lango/a2a/1.0.0` on a running node with `handler` until dropped.
+pub struct Server {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Registers the protocol and starts accepting streams.
+    pub fn start(node: &NodeHandle, handler: Handler) -> Result<Self> {
+        let mut incoming = node
+            .streams()
+            .accept(StreamProtocol::new(PROTOCOL))
+            .map_err(|e| Error::Network(format!("register {PROTOCOL}: {e}")))?;
+        let task = tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    handler.serve(&peer.to_base58(), stream).await;
+                });
+            }
+        });
+        Ok(Self { task })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No session could be established (handshake failed or was refused).
+    #[error("{0}")]
+    Session(Error),
+    /// The stream could not be opened.
+    #[error("open stream to {peer}: {reason}")]
+    Open {
+        /// The peer.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// Sending or receiving failed.
+    #[error("{0}")]
+    Exchange(protocol::ResponseError),
+    /// The peer answered with a non-`ok` status.
+    #[error("remote tool {tool} error: {error}")]
+    Remote {
+        /// The tool (or request type).
+        tool: String,
+        /// The peer's status.
+        status: Status,
+        /// The peer's error text, or `unknown error`.
+        error: String,
+    },
+}
+
+/// Calls tools on other nodes: a session (handshake on demand), one stream per request, the
+/// response checked for size, deadline and request ID.
+#[derive(Clone)]
+pub struct Client {
+    node: NodeHandle,
+    auth: PeerAuth,
+    max_response_bytes: usize,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Over a running node and its authentication service.
+    pub fn new(node: NodeHandle, auth: PeerAuth, timeout: Duration) -> Self {
+        Self {
+            node,
+            auth,
+            max_response_bytes: protocol::DEFAULT_MAX_RESPONSE_BYTES,
+            timeout,
+        }
+    }
+
+    /// Sends a request of `kind` with `payload` to `peer` and returns the raw response.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        kind: &str,
+        payload: Option<Map<String, Value>>,
+    ) -> std::result::Result<Response, ClientError> {
+        let auth = self
+            .auth
+            .ensure_session(peer)
+            .await
+            .map_err(ClientError::Session)?;
+        let token = self
+            .auth
+            .sessions()
+            .token_for(&auth.session.peer_did)
+            .ok_or_else(|| ClientError::Session(Error::Network("session ended".into())))?;
+        let mut control = self.node.streams();
+        let mut stream = tokio::time::timeout(
+            self.timeout,
+            control.open_stream(peer, StreamProtocol::new(PROTOCOL)),
+        )
+        .await
+        .map_err(|_| ClientError::Open {
+            peer: peer.to_base58(),
+            reason: "timed out".into(),
+        })?
+        .map_err(|e| ClientError::Open {
+            peer: peer.to_base58(),
+            reason: e.to_string(),
+        })?;
+        let request = Request {
+            kind: kind.to_owned(),
+            session_token: token.expose().to_owned(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            payload,
+        };
+        protocol::exchange(&mut stream, &request, self.max_response_bytes, self.timeout)
+            .await
+            .map_err(ClientError::Exchange)
+    }
+
+    /// Invokes `tool` on `peer` with `params` and returns its result.
+    pub async fn invoke(
+        &self,
+        peer: PeerId,
+        tool: &str,
+        params: Map<String, Value>,
+    ) -> std::result::Result<Map<String, Value>, ClientError> {
+        let mut payload = Map::new();
+        payload.insert("toolName".into(), Value::from(tool));
+        payload.insert("params".into(), Value::Object(params));
+        let r = self.request(peer, "tool_invoke", Some(payload)).await?;
+        match r.status {
+            Status::Ok => Ok(r.result.unwrap_or_default()),
+            status => Err(ClientError::Remote {
+                tool: tool.into(),
+                status,
+                error: if r.error.is_empty() {
+                    "unknown error".into()
+                } else {
+                    r.error
+                },
+            }),
+        }
+    }
+
+    /// The tools `peer` lets this node call (`capability_query`).
+    pub async fn capabilities(
+        &self,
+        peer: PeerId,
+    ) -> std::result::Result<Vec<String>, ClientError> {
+        let r = self.request(peer, "capability_query", None).await?;
+        match r.status {
+            Status::Ok => Ok(r
+                .result
+                .and_then(|m| m.get("capabilities").cloned())
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default()),
+            status => Err(ClientError::Remote {
+                tool: "capability_query".into(),
+                status,
+                error: if r.error.is_empty() {
+                    "unknown error".into()
+                } else {
+                    r.error
+                },
+            }),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Remote tool invocation as operators see it (issue 7, first slice): two `lango-node serve`
+//! processes on 127.0.0.1; B offers an operator-configured command tool; A calls it with
+//! `p2p invoke`. The firewall on B denies by default, `p2p firewall add` on B lets A's call
+//! through, the call runs in B's sandbox and comes back sanitized, and removing the rule
+//! makes the same call fail with the reference text.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Output;
+
+use lango_e2e::{Node, component, stderr, stdout};
+use serde_json::Value;
+
+fn run(n: &Node, args: &[&str]) -> Output {
+    n.cmd().args(args).output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}\n{}", stdout(o), stderr(o));
+    stdout(o)
+}
+
+/// A command tool: echoes its params back under `echo` (JSON on stdin, JSON on stdout).
+const APPROVE: &str = "approvalPolicy = \"allow-listed\"\napprovedTools = [\"shout\"]\n";
+const SHOUT: &str = "[[p2p.toolIsolation.commandTools]]\nname = \"shout\"\ndescription = \"echoes its params\"\n\
+program = \"/bin/sh\"\nargs = [\"-c\", \"read -r x; printf '{\\\"echo\\\":%s}' \\\"$x\\\"\"]\n";
+
+#[test]
+fn invoke_goes_through_the_firewall_the_sandbox_and_the_sanitizer() {
+    if !component::require(
+        "invoke_goes_through_the_firewall_the_sandbox_and_the_sanitizer",
+        "bubblewrap (user namespaces)",
+        if std::path::Path::new("/usr/bin/bwrap").exists() {
+            Ok(())
+        } else {
+            Err("/usr/bin/bwrap missing".into())
+        },
+    ) {
+        return;
+    }
+    let a = Node::for_serve("", "");
+    let b = Node::for_serve(APPROVE, SHOUT);
+    let (sa, sb) = (a.serve(), b.serve());
+    ok(&run(&a, &["p2p", "connect", &sb.tcp_addr()]));
+    let params = r#"{"text":"hello from /home/alice/.lango/secret.db","n":3}"#;
+
+    // Default deny on B: the reference text comes back to A.
+    let denied = run(
+        &a,
+        &["p2p", "invoke", sb.peer_id(), "shout", "--params", params],
+    );
+    assert!(!denied.status.success());
+    assert!(
+        stderr(&denied).contains(&format!(
+            "remote tool shout error: query denied: no matching allow rule for peer {}, tool shout",
+            sa.did()
+        )),
+        "{}",
+        stderr(&denied)
+    );
+    // A learns nothing about B's tools either.
+    let tools: Value =
+        serde_json::from_str(&ok(&run(&a, &["--json", "p2p", "tools", sb.peer_id()]))).unwrap();
+    assert_eq!(tools["capabilities"], serde_json::json!([]));
+
+    // B allows A to call shout: the call runs in B's sandbox, and the path is redacted.
+    ok(&run(
+        &b,
+        &[
+            "p2p",
+            "firewall",
+            "add",
+            "--peer-did",
+            sa.did(),
+            "--tools",
+            "shout",
+        ],
+    ));
+    let list = ok(&run(&b, &["p2p", "firewall", "list"]));
+    assert!(list.contains(sa.did()) && list.contains("shout"), "{list}");
+    let out = ok(&run(
+        &a,
+        &[
+            "--json",
+            "p2p",
+            "invoke",
+            sb.peer_id(),
+            "shout",
+            "--params",
+            params,
+        ],
+    ));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["echo"]["n"], 3);
+    let text = v["echo"]["text"].as_str().unwrap();
+    assert!(!text.contains("/home/alice"), "{text}");
+    assert!(text.contains("[path-redacted]"), "{text}");
+    // By DID too, and the capability list now shows the tool.
+    ok(&run(
+        &a,
+        &["p2p", "invoke", sb.did(), "shout", "--params", "{}"],
+    ));
+    let tools: Value =
+        serde_json::from_str(&ok(&run(&a, &["--json", "p2p", "tools", sb.peer_id()]))).unwrap();
+    assert_eq!(tools["capabilities"], serde_json::json!(["shout"]));
+
+    // A tool B does not offer: refused without running anything.
+    let missing = run(
+        &a,
+        &["p2p", "invoke", sb.peer_id(), "rm_rf", "--params", "{}"],
+    );
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("query denied"),
+        "{}",
+        stderr(&missing)
+    );
+
+    // Removing the rule makes the same call fail again.
+    let removed = ok(&run(&b, &["p2p", "firewall", "remove", sa.did()]));
+    assert_eq!(
+        removed.trim(),
+        format!("Removed 1 firewall rule(s) for {}.", sa.did())
+    );
+    let again = run(
+        &a,
+        &["p2p", "invoke", sb.peer_id(), "shout", "--params", params],
+    );
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("no matching allow rule"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(stdout(&again).is_empty());
+
+    // A permissive rule is refused with the reference text.
+    let permissive = run(&b, &["p2p", "firewall", "add", "--peer-did", "*"]);
+    assert!(!permissive.status.success());
+    assert!(
+        stderr(&permissive)
+            .contains("overly permissive rule: allow all peers with all tools is prohibited"),
+        "{}",
+        stderr(&permissive)
+    );
+}
