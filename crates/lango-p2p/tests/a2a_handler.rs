@@ -1,0 +1,657 @@
+//! Spec §7.1: the A2A handler pipeline on in-memory requests (T-A6…T-A18, T-A22). The session
+//! store, firewall, sanitizer and owner shield are the real ones; the executor, approval and
+//! payment seams are spies that record whether they were reached.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use lango_p2p::{
+    a2a::{
+        ApprovalPolicy, Handler, HandlerLimits, HandlerParts, PaymentDecision, PaymentGate,
+        ToolApproval, text,
+    },
+    firewall::{Firewall, FirewallConfig, Rule},
+    protocol::{Request, Status},
+    sanitize::{OwnerProtectionConfig, ResponseFilter},
+};
+use lango_sandbox::{ExecError, Executor, IsolationClass, ToolRegistry};
+use lango_session::{NewSession, Role, SecurityEventHandler, SessionConfig, SessionStore};
+use serde_json::{Map, Value, json};
+
+const PEER: &str = "12D3KooWQK1wnefoLrcVHbbnf5tLzbopUd3K3bFAoJpA7YJgL5pV";
+const OTHER_PEER: &str = "12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE";
+
+fn did(n: u8) -> String {
+    format!("did:lango:02{}", hex::encode([n; 32]))
+}
+
+/// An executor that records calls and answers from a script.
+struct Spy {
+    calls: AtomicUsize,
+    answer: fn(&str, Map<String, Value>) -> Result<Map<String, Value>, ExecError>,
+}
+
+#[async_trait]
+impl Executor for Spy {
+    async fn execute(
+        &self,
+        tool: &str,
+        params: Map<String, Value>,
+    ) -> Result<Map<String, Value>, ExecError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        (self.answer)(tool, params)
+    }
+    fn isolation(&self) -> String {
+        "spy".into()
+    }
+}
+
+struct CountingApproval {
+    calls: AtomicUsize,
+    answer: Result<bool, String>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl ToolApproval for CountingApproval {
+    async fn approve(&self, _: &str, _: &str, _: &Map<String, Value>) -> Result<bool, String> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.answer.clone()
+    }
+}
+
+struct CountingGate {
+    calls: AtomicUsize,
+    decision: PaymentDecision,
+}
+
+#[async_trait]
+impl PaymentGate for CountingGate {
+    async fn check(
+        &self,
+        _: &str,
+        _: &str,
+        _: &Map<String, Value>,
+    ) -> Result<PaymentDecision, String> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(self.decision.clone())
+    }
+}
+
+struct Fixture {
+    handler: Handler,
+    sessions: SessionStore,
+    events: SecurityEventHandler,
+    exec: Arc<Spy>,
+    approval: Arc<CountingApproval>,
+    gate: Arc<CountingGate>,
+    token: String,
+    did: String,
+}
+
+fn echo(_: &str, params: Map<String, Value>) -> Result<Map<String, Value>, ExecError> {
+    Ok(params)
+}
+
+#[derive(Default)]
+struct Opts {
+    rules: Vec<Rule>,
+    no_executor: bool,
+    no_approval: bool,
+    approval: Option<Result<bool, String>>,
+    approval_delay: Duration,
+    gate: Option<PaymentDecision>,
+    answer: Option<fn(&str, Map<String, Value>) -> Result<Map<String, Value>, ExecError>>,
+}
+
+fn fixture(o: Opts) -> Fixture {
+    let sessions = SessionStore::new(&SessionConfig::default()).unwrap();
+    let card_did = did(9);
+    let did = did(7);
+    let issued = sessions
+        .create(NewSession {
+            peer_did: &did,
+            peer_id: PEER,
+            protocol: "/lango/handshake/1.2.0-bound",
+            role: Role::Responder,
+            authenticated: true,
+            channel_bound: true,
+            zk_verified: false,
+        })
+        .unwrap();
+    let events = SecurityEventHandler::new(sessions.clone(), 5, 0.3);
+    let mut registry = ToolRegistry::builtin();
+    registry
+        .register_fn("search_web", "", IsolationClass::WorkerSafe, |p| {
+            Ok(Value::Object(p.clone()))
+        })
+        .unwrap();
+    registry
+        .register_fn("wallet_sign", "", IsolationClass::LocalOnly, |_| {
+            Ok(Value::Null)
+        })
+        .unwrap();
+    let exec = Arc::new(Spy {
+        calls: AtomicUsize::new(0),
+        answer: o.answer.unwrap_or(echo),
+    });
+    let approval = Arc::new(CountingApproval {
+        calls: AtomicUsize::new(0),
+        answer: o.approval.unwrap_or(Ok(true)),
+        delay: o.approval_delay,
+    });
+    let gate = Arc::new(CountingGate {
+        calls: AtomicUsize::new(0),
+        decision: o.gate.clone().unwrap_or(PaymentDecision::Free),
+    });
+    let firewall = Firewall::new(FirewallConfig {
+        rules: o.rules,
+        ..FirewallConfig::default()
+    })
+    .unwrap();
+    let owner = OwnerProtectionConfig {
+        owner_name: "Alice Kim".into(),
+        ..Default::default()
+    };
+    let handler = Handler::new(HandlerParts {
+        sessions: sessions.clone(),
+        events: events.clone(),
+        reputation: None,
+        firewall: Arc::new(firewall),
+        filter: Arc::new(ResponseFilter::from_config(&owner)),
+        registry: Arc::new(registry),
+        executor: (!o.no_executor).then(|| exec.clone() as Arc<dyn Executor>),
+        approval: (!o.no_approval).then(|| approval.clone() as Arc<dyn ToolApproval>),
+        payment: o.gate.map(|_| gate.clone() as Arc<dyn PaymentGate>),
+        attester: None,
+        card: Some(json!({"name": "b", "did": card_did})),
+        limits: HandlerLimits {
+            approval_timeout: Duration::from_millis(300),
+            ..HandlerLimits::default()
+        },
+    });
+    Fixture {
+        handler,
+        sessions,
+        events,
+        exec,
+        approval,
+        gate,
+        token: issued.token.expose().to_owned(),
+        did,
+    }
+}
+
+fn allow_all_tools(did: &str) -> Vec<Rule> {
+    vec![Rule::allow(did, ["*"])]
+}
+
+fn req(f: &Fixture, kind: &str, payload: Value) -> Request {
+    Request {
+        kind: kind.into(),
+        session_token: f.token.clone(),
+        request_id: "req-1".into(),
+        payload: payload.as_object().cloned(),
+    }
+}
+
+#[tokio::test]
+async fn t_a6_t_a7_tokens_must_be_live_and_bound_to_the_stream_peer() {
+    let f = fixture(Opts::default());
+    let mut r = req(&f, "agent_card", json!({}));
+    assert_eq!(f.handler.handle(PEER, &r).await.status, Status::Ok);
+    // The same token from another libp2p peer: denied (binding).
+    let other = f.handler.handle(OTHER_PEER, &r).await;
+    assert_eq!(other.status, Status::Denied);
+    assert_eq!(other.error, text::INVALID_SESSION);
+    assert_eq!(other.request_id, "req-1");
+    for bad in ["", "00", &"a".repeat(300), &"f".repeat(64)] {
+        r.session_token = bad.to_owned();
+        let resp = f.handler.handle(PEER, &r).await;
+        assert_eq!(
+            (resp.status, resp.error.as_str()),
+            (Status::Denied, text::INVALID_SESSION)
+        );
+    }
+    // An invalidated session is refused.
+    f.sessions
+        .invalidate(&f.did, lango_session::InvalidationReason::ManualRevoke);
+    let r = req(&f, "agent_card", json!({}));
+    assert_eq!(
+        f.handler.handle(PEER, &r).await.error,
+        text::INVALID_SESSION
+    );
+}
+
+#[tokio::test]
+async fn t_a8_t_a9_t_a10_request_shape_errors() {
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        ..Default::default()
+    });
+    let unknown = f.handler.handle(PEER, &req(&f, "foo", json!({}))).await;
+    assert_eq!(
+        (unknown.status, unknown.error.as_str()),
+        (Status::Error, "unknown request type: foo")
+    );
+    for payload in [json!({}), json!({"toolName": 5}), json!({"toolName": ""})] {
+        let r = f
+            .handler
+            .handle(PEER, &req(&f, "tool_invoke", payload))
+            .await;
+        assert_eq!(r.error, text::MISSING_TOOL);
+    }
+    for name in ["../x", &"a".repeat(200)] {
+        let r = f
+            .handler
+            .handle(PEER, &req(&f, "tool_invoke", json!({"toolName": name})))
+            .await;
+        assert_eq!(r.error, text::INVALID_TOOL);
+    }
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(
+                &f,
+                "tool_invoke",
+                json!({"toolName": "sandbox_echo", "params": [1]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.error, text::PARAMS_NOT_OBJECT);
+    // Absent or null params reach the tool as {}.
+    for payload in [
+        json!({"toolName": "sandbox_echo"}),
+        json!({"toolName": "sandbox_echo", "params": null}),
+    ] {
+        let r = f
+            .handler
+            .handle(PEER, &req(&f, "tool_invoke", payload))
+            .await;
+        assert_eq!(r.status, Status::Ok, "{}", r.error);
+        assert!(r.result.unwrap_or_default().is_empty());
+    }
+    assert_eq!(f.exec.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn t_a11_t_a12_approval() {
+    for paid in ["tool_invoke", "tool_invoke_paid"] {
+        let f = fixture(Opts {
+            rules: allow_all_tools(&did(7)),
+            no_approval: true,
+            ..Default::default()
+        });
+        let r = f
+            .handler
+            .handle(PEER, &req(&f, paid, json!({"toolName": "sandbox_echo"})))
+            .await;
+        assert_eq!(
+            (r.status, r.error.as_str()),
+            (Status::Denied, text::NO_APPROVAL)
+        );
+        assert_eq!(f.exec.calls.load(Ordering::SeqCst), 0);
+    }
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        approval: Some(Ok(false)),
+        ..Default::default()
+    });
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(&f, "tool_invoke", json!({"toolName": "sandbox_echo"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error.as_str()),
+        (Status::Denied, text::DENIED_BY_OWNER)
+    );
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        approval: Some(Err("prompt crashed at /home/alice/.lango".into())),
+        ..Default::default()
+    });
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(&f, "tool_invoke", json!({"toolName": "sandbox_echo"})),
+        )
+        .await;
+    assert_eq!(r.status, Status::Error);
+    assert!(r.error.starts_with("approval check: "), "{}", r.error);
+    assert!(!r.error.contains("/home/alice"), "sanitized: {}", r.error);
+    // An approval that hangs is a denial at approvalTimeout.
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        approval_delay: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let t = std::time::Instant::now();
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(&f, "tool_invoke", json!({"toolName": "sandbox_echo"})),
+        )
+        .await;
+    assert_eq!(r.error, text::DENIED_BY_OWNER);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(f.exec.calls.load(Ordering::SeqCst), 0);
+    // The built-in policies.
+    let empty = Map::new();
+    assert!(
+        !ApprovalPolicy::Deny
+            .approve("d", "t", &empty)
+            .await
+            .unwrap()
+    );
+    let listed = ApprovalPolicy::AllowListed(["t".to_owned()].into());
+    assert!(listed.approve("d", "t", &empty).await.unwrap());
+    assert!(!listed.approve("d", "u", &empty).await.unwrap());
+}
+
+#[tokio::test]
+async fn t_a13_no_executor_refuses_and_records_nothing() {
+    for kind in ["tool_invoke", "tool_invoke_paid"] {
+        let f = fixture(Opts {
+            rules: allow_all_tools(&did(7)),
+            no_executor: true,
+            ..Default::default()
+        });
+        let r = f
+            .handler
+            .handle(PEER, &req(&f, kind, json!({"toolName": "sandbox_echo"})))
+            .await;
+        assert_eq!(
+            (r.status, r.error.as_str()),
+            (Status::Denied, text::NO_EXECUTOR)
+        );
+        assert_eq!(f.events.failure_count(&f.did), 0);
+    }
+}
+
+#[tokio::test]
+async fn t_a14_t_a15_gate_order() {
+    // No allow rule: the firewall's denial, not "not available", and nothing later is reached.
+    let f = fixture(Opts {
+        gate: Some(PaymentDecision::Free),
+        ..Default::default()
+    });
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(&f, "tool_invoke_paid", json!({"toolName": "wallet_sign"})),
+        )
+        .await;
+    assert_eq!(
+        r.error,
+        format!(
+            "query denied: no matching allow rule for peer {}, tool wallet_sign",
+            f.did
+        )
+    );
+    assert_eq!(
+        f.gate.calls.load(Ordering::SeqCst) + f.approval.calls.load(Ordering::SeqCst),
+        0
+    );
+    // Allowed by the firewall but not a worker tool: refused before payment and approval.
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        gate: Some(PaymentDecision::Free),
+        ..Default::default()
+    });
+    for tool in ["wallet_sign", "does_not_exist"] {
+        let r = f
+            .handler
+            .handle(
+                PEER,
+                &req(&f, "tool_invoke_paid", json!({"toolName": tool})),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.error.as_str()),
+            (Status::Denied, text::NOT_AVAILABLE)
+        );
+    }
+    assert_eq!(
+        f.gate.calls.load(Ordering::SeqCst) + f.approval.calls.load(Ordering::SeqCst),
+        0
+    );
+    // Payment required: the quote comes back, approval is not asked.
+    let quote =
+        json!({"toolName": "search_web", "price": "0.01", "currency": "USDC", "isFree": false});
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        gate: Some(PaymentDecision::Required(
+            quote.as_object().cloned().unwrap(),
+        )),
+        ..Default::default()
+    });
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(&f, "tool_invoke_paid", json!({"toolName": "search_web"})),
+        )
+        .await;
+    assert_eq!(r.status, Status::PaymentRequired);
+    assert_eq!(Value::Object(r.result.unwrap()), quote);
+    assert_eq!(f.approval.calls.load(Ordering::SeqCst), 0);
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        gate: Some(PaymentDecision::Invalid),
+        ..Default::default()
+    });
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(&f, "tool_invoke_paid", json!({"toolName": "search_web"})),
+        )
+        .await;
+    assert_eq!(r.error, text::INVALID_PAYMENT);
+}
+
+#[tokio::test]
+async fn t_a16_t_a17_meta_requests() {
+    let f = fixture(Opts {
+        rules: vec![Rule::allow(did(7), ["search*"])],
+        ..Default::default()
+    });
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(&f, "price_query", json!({"toolName": "search_web"})),
+        )
+        .await;
+    assert_eq!(
+        Value::Object(r.result.unwrap()),
+        json!({"toolName": "search_web", "isFree": true})
+    );
+    let r = f
+        .handler
+        .handle(PEER, &req(&f, "capability_query", json!({})))
+        .await;
+    assert_eq!(
+        Value::Object(r.result.unwrap()),
+        json!({"capabilities": ["search_web"]})
+    );
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(&f, "capability_query", json!({"filter": "sandbox"})),
+        )
+        .await;
+    assert_eq!(
+        Value::Object(r.result.unwrap()),
+        json!({"capabilities": []})
+    );
+    let r = f
+        .handler
+        .handle(PEER, &req(&f, "agent_card", json!({})))
+        .await;
+    assert_eq!(r.result.unwrap()["name"], "b");
+    // A peer without rules learns nothing.
+    let f = fixture(Opts::default());
+    let r = f
+        .handler
+        .handle(PEER, &req(&f, "capability_query", json!({})))
+        .await;
+    assert_eq!(
+        Value::Object(r.result.unwrap()),
+        json!({"capabilities": []})
+    );
+}
+
+#[tokio::test]
+async fn t_a18_concurrency_limit_resets_extra_streams() {
+    // Streams that never send: the first four per peer hold their slots until the read
+    // deadline, the fifth is dropped at once without a response.
+    struct Silent;
+    impl futures::AsyncRead for Silent {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Pending
+        }
+    }
+    impl futures::AsyncWrite for Silent {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            b: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+    let f = fixture(Opts::default());
+    let h = f.handler.clone();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let h = h.clone();
+        held.push(tokio::spawn(async move { h.serve(PEER, Silent).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = std::time::Instant::now();
+    h.serve(PEER, Silent).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "the fifth stream was not refused at once"
+    );
+    // Another peer is unaffected (its stream is accepted and waits for its request).
+    let other = tokio::time::timeout(Duration::from_millis(300), h.serve(OTHER_PEER, Silent)).await;
+    assert!(other.is_err(), "another peer's stream should be served");
+    for t in held {
+        t.abort();
+    }
+}
+
+#[tokio::test]
+async fn t_a22_errors_sent_to_peers_leak_nothing() {
+    fn fail(tool: &str, _: Map<String, Value>) -> Result<Map<String, Value>, ExecError> {
+        Err(ExecError::tool_error(
+            tool,
+            "cannot open /home/alice/.lango/lango.db for Alice Kim",
+        ))
+    }
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        answer: Some(fail),
+        ..Default::default()
+    });
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(&f, "tool_invoke", json!({"toolName": "search_web"})),
+        )
+        .await;
+    assert_eq!(r.status, Status::Error);
+    assert!(!r.error.contains("/home/alice"), "{}", r.error);
+    assert!(!r.error.to_lowercase().contains("alice kim"), "{}", r.error);
+    // The failure is counted for the peer (consecutive-failure tracking).
+    assert_eq!(f.events.failure_count(&f.did), 1);
+    // Successful output is sanitized and shielded too.
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        ..Default::default()
+    });
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(
+                &f,
+                "tool_invoke",
+                json!({"toolName": "search_web", "params": {"api_key": "k", "who": "A l i c e  K i m", "ok": 1}}),
+            ),
+        )
+        .await;
+    let out = Value::Object(r.result.unwrap());
+    assert_eq!(out["ok"], 1);
+    assert!(out.get("api_key").is_none(), "{out}");
+    assert_eq!(out["who"], "[owner-data-redacted]");
+}
+
+#[tokio::test]
+async fn five_failures_invalidate_the_session() {
+    fn fail(tool: &str, _: Map<String, Value>) -> Result<Map<String, Value>, ExecError> {
+        Err(ExecError::failure(tool, "boom"))
+    }
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        answer: Some(fail),
+        ..Default::default()
+    });
+    for _ in 0..5 {
+        let r = f
+            .handler
+            .handle(
+                PEER,
+                &req(&f, "tool_invoke", json!({"toolName": "search_web"})),
+            )
+            .await;
+        assert_eq!(r.error, "tool \"search_web\" execution failed");
+    }
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(&f, "tool_invoke", json!({"toolName": "search_web"})),
+        )
+        .await;
+    assert_eq!(
+        r.error,
+        text::INVALID_SESSION,
+        "the session was invalidated (repeated_failures)"
+    );
+}
