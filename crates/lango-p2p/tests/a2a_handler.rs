@@ -32,10 +32,13 @@ fn did(n: u8) -> String {
     format!("did:lango:02{}", hex::encode([n; 32]))
 }
 
+/// A scripted tool outcome.
+type Answer = fn(&str, Map<String, Value>) -> Result<Map<String, Value>, ExecError>;
+
 /// An executor that records calls and answers from a script.
 struct Spy {
     calls: AtomicUsize,
-    answer: fn(&str, Map<String, Value>) -> Result<Map<String, Value>, ExecError>,
+    answer: Answer,
 }
 
 #[async_trait]
@@ -109,7 +112,7 @@ struct Opts {
     approval: Option<Result<bool, String>>,
     approval_delay: Duration,
     gate: Option<PaymentDecision>,
-    answer: Option<fn(&str, Map<String, Value>) -> Result<Map<String, Value>, ExecError>>,
+    answer: Option<Answer>,
 }
 
 fn fixture(o: Opts) -> Fixture {
