@@ -39,7 +39,8 @@ fn invoke_goes_through_the_firewall_the_sandbox_and_the_sanitizer() {
     }
     let a = Node::for_serve("", "");
     let b = Node::for_serve(APPROVE, SHOUT);
-    let (sa, sb) = (a.serve(), b.serve());
+    let sa = a.serve();
+    let sb = b.serve();
     ok(&run(&a, &["p2p", "connect", &sb.tcp_addr()]));
     let params = r#"{"text":"hello from /home/alice/.lango/secret.db","n":3}"#;
 
@@ -102,6 +103,14 @@ fn invoke_goes_through_the_firewall_the_sandbox_and_the_sanitizer() {
     let tools: Value =
         serde_json::from_str(&ok(&run(&a, &["--json", "p2p", "tools", sb.peer_id()]))).unwrap();
     assert_eq!(tools["capabilities"], serde_json::json!(["shout"]));
+
+    // The rule survives a restart of B (it is kept in B's database); A reconnects.
+    drop(sb);
+    let sb = b.serve();
+    let list = ok(&run(&b, &["p2p", "firewall", "list"]));
+    assert!(list.contains(sa.did()), "rule lost across a restart: {list}");
+    ok(&run(&a, &["p2p", "connect", &sb.tcp_addr()]));
+    ok(&run(&a, &["p2p", "invoke", sb.peer_id(), "shout", "--params", "{}"]));
 
     // A tool B does not offer: refused without running anything.
     let missing = run(

@@ -62,6 +62,8 @@ pub struct Services {
     a2a_client: lango_p2p::a2a::Client,
     /// The firewall the A2A handler applies.
     firewall: Arc<lango_p2p::firewall::Firewall>,
+    /// Runtime firewall rules, kept in the database.
+    rule_store: lango_p2p::firewall::RuleStore,
 }
 
 /// The executor selection made at start, kept for status and for the protocol handler.
@@ -221,14 +223,19 @@ impl admin::Handler for Services {
             }
             Request::FirewallList => Ok(serde_json::to_value(self.firewall.rules())?),
             Request::FirewallAdd { rule } => {
+                lango_p2p::firewall::validate_rule(&rule).map_err(|e| anyhow!("{e}"))?;
+                // Stored first: a rule in effect that a restart would forget is worse than
+                // none.
+                self.rule_store.add(&rule).await?;
                 self.firewall
                     .add_rule(rule.clone())
                     .map_err(|e| anyhow!("{e}"))?;
-                Ok(json!({ "added": rule }))
+                Ok(json!({ "added": rule, "persisted": true }))
             }
             Request::FirewallRemove { peer_did } => {
+                let stored = self.rule_store.remove(&peer_did).await?;
                 let n = self.firewall.remove_rules(&peer_did);
-                Ok(json!({ "peerDid": peer_did, "removed": n }))
+                Ok(json!({ "peerDid": peer_did, "removed": n, "removedStored": stored }))
             }
             Request::SandboxCleanup { force } => {
                 crate::commands::sandbox::cleanup_on_node(&self.sandbox.selection, force).await
@@ -362,14 +369,22 @@ async fn run_node(
     }
     tracing::info!(event = "node_started", peer_id = %status.peer_id, did = %did, "node started");
 
+    let rule_store = lango_p2p::firewall::RuleStore::new(db.pool().clone());
+    let stored_rules = match rule_store.load().await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = node.shutdown().await;
+            return Err(e.into());
+        }
+    };
     let (a2a_server, a2a_client, firewall) = match start_a2a(
         &node,
         &auth,
-        &p2p_config,
         config,
         &reputation,
         &sandbox,
         &did,
+        stored_rules,
     ) {
         Ok(parts) => parts,
         Err(e) => {
@@ -388,6 +403,7 @@ async fn run_node(
         _a2a: a2a_server,
         a2a_client,
         firewall,
+        rule_store,
     });
     let admin_task = tokio::spawn(server.run(services.clone()));
     let mut drops = reputation.subscribe_drops();
@@ -447,21 +463,28 @@ async fn start_sandbox(ctx: &Context, config: &NodeConfig) -> Result<Sandbox> {
 fn start_a2a(
     node: &NodeHandle,
     auth: &PeerAuth,
-    p2p: &lango_p2p::config::P2pConfig,
     config: &NodeConfig,
     reputation: &Reputation,
     sandbox: &Sandbox,
     did: &str,
+    stored_rules: Vec<lango_p2p::firewall::Rule>,
 ) -> Result<(
     lango_p2p::a2a::Server,
     lango_p2p::a2a::Client,
     Arc<lango_p2p::firewall::Firewall>,
 )> {
     use lango_p2p::a2a::{Client, Handler, HandlerParts, Server};
+    let p2p = &config.p2p;
     let firewall = Arc::new(
         lango_p2p::firewall::Firewall::new(p2p.firewall_config())
             .map_err(|e| anyhow!("firewall: {e}"))?,
     );
+    // Rules added at runtime before the last restart, after the configured ones.
+    for rule in stored_rules {
+        if let Err(e) = firewall.add_rule(rule) {
+            tracing::warn!(error = %e, "stored firewall rule not applied");
+        }
+    }
     let card = json!({
         "name": config.a2a.agent_name,
         "description": config.a2a.description,
