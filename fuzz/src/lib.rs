@@ -160,6 +160,11 @@ where
 #[path = "../../crates/lango-p2p/src/firewall.rs"]
 pub mod firewall;
 
+/// lango-p2p's A2A wire format (bounded request reading), compiled here from its own source
+/// file (see [`firewall`] for why).
+#[path = "../../crates/lango-p2p/src/protocol.rs"]
+pub mod protocol;
+
 /// lango-p2p's response sanitizer and owner shield, compiled here from its own source file (see
 /// [`firewall`] for why).
 #[path = "../../crates/lango-p2p/src/sanitize.rs"]

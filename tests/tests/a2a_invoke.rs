@@ -108,9 +108,15 @@ fn invoke_goes_through_the_firewall_the_sandbox_and_the_sanitizer() {
     drop(sb);
     let sb = b.serve();
     let list = ok(&run(&b, &["p2p", "firewall", "list"]));
-    assert!(list.contains(sa.did()), "rule lost across a restart: {list}");
+    assert!(
+        list.contains(sa.did()),
+        "rule lost across a restart: {list}"
+    );
     ok(&run(&a, &["p2p", "connect", &sb.tcp_addr()]));
-    ok(&run(&a, &["p2p", "invoke", sb.peer_id(), "shout", "--params", "{}"]));
+    ok(&run(
+        &a,
+        &["p2p", "invoke", sb.peer_id(), "shout", "--params", "{}"],
+    ));
 
     // A tool B does not offer: refused without running anything.
     let missing = run(
@@ -151,4 +157,55 @@ fn invoke_goes_through_the_firewall_the_sandbox_and_the_sanitizer() {
         "{}",
         stderr(&permissive)
     );
+}
+
+#[test]
+fn repeated_failures_invalidate_the_session_until_the_cool_down_ends() {
+    if !std::path::Path::new("/usr/bin/bwrap").exists() {
+        assert!(!component::in_ci(), "bubblewrap missing under CI");
+        return;
+    }
+    let a = Node::for_serve("", "");
+    let sa = a.serve();
+    let b = Node::for_serve(
+        &format!(
+            "approvalPolicy = \"allow-listed\"\napprovedTools = [\"shout\", \"fail3\"]\n\
+             sessionMaxFailures = 3\nsessionRevokeCooldown = \"4s\"\n\
+             firewallRules = [{{ peerDid = \"{}\", action = \"allow\", tools = [\"shout\", \"fail3\"] }}]\n",
+            sa.did()
+        ),
+        &format!(
+            "{SHOUT}[[p2p.toolIsolation.commandTools]]\nname = \"fail3\"\nprogram = \"/bin/sh\"\n\
+             args = [\"-c\", \"exit 3\"]\n"
+        ),
+    );
+    let sb = b.serve();
+    ok(&run(&a, &["p2p", "connect", &sb.tcp_addr()]));
+    // A good record first: with only failures A's reputation would be 0 and B would refuse
+    // its handshakes for good (R-8.4), which is not what this test is about.
+    for _ in 0..10 {
+        ok(&run(&a, &["p2p", "invoke", sb.peer_id(), "shout"]));
+    }
+    for _ in 0..3 {
+        let f = run(&a, &["p2p", "invoke", sb.peer_id(), "fail3"]);
+        assert!(
+            stderr(&f)
+                .contains("remote tool fail3 error: tool \"fail3\": command exited with status 3"),
+            "{}",
+            stderr(&f)
+        );
+    }
+    // B invalidated the session (repeated_failures); A's next call needs a new handshake,
+    // which B refuses during the cool-down.
+    let refused = run(&a, &["p2p", "invoke", sb.peer_id(), "shout"]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    let sessions = ok(&run(&b, &["p2p", "session", "list"]));
+    assert!(
+        !sessions.contains(sa.did()),
+        "B still holds A's session: {sessions}"
+    );
+    // After the cool-down the call goes through again.
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    ok(&run(&a, &["p2p", "invoke", sb.peer_id(), "shout"]));
+    eprintln!("cool-down refusal: {}", stderr(&refused).trim());
 }

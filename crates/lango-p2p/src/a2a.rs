@@ -589,22 +589,41 @@ impl Client {
         }
     }
 
-    /// Sends a request of `kind` with `payload` to `peer` and returns the raw response.
+    /// Sends a request of `kind` with `payload` to `peer` and returns the raw response. When
+    /// the peer no longer knows the session (it expired or was invalidated there), the local
+    /// copy is dropped and one fresh handshake is tried; the peer may refuse it (cool-down).
     pub async fn request(
         &self,
         peer: PeerId,
         kind: &str,
         payload: Option<Map<String, Value>>,
     ) -> std::result::Result<Response, ClientError> {
+        let first = self.request_once(peer, kind, payload.clone()).await?;
+        let (response, did) = first;
+        if response.status == Status::Denied && response.error == text::INVALID_SESSION {
+            tracing::info!(peer = %peer, "the peer ended our session; handshaking again");
+            self.auth.sessions().remove(&did);
+            return Ok(self.request_once(peer, kind, payload).await?.0);
+        }
+        Ok(response)
+    }
+
+    async fn request_once(
+        &self,
+        peer: PeerId,
+        kind: &str,
+        payload: Option<Map<String, Value>>,
+    ) -> std::result::Result<(Response, String), ClientError> {
         let auth = self
             .auth
             .ensure_session(peer)
             .await
             .map_err(ClientError::Session)?;
+        let did = auth.session.peer_did.clone();
         let token = self
             .auth
             .sessions()
-            .token_for(&auth.session.peer_did)
+            .token_for(&did)
             .ok_or_else(|| ClientError::Session(Error::Network("session ended".into())))?;
         let mut control = self.node.streams();
         let mut stream = tokio::time::timeout(
@@ -626,9 +645,11 @@ impl Client {
             request_id: uuid::Uuid::new_v4().to_string(),
             payload,
         };
-        protocol::exchange(&mut stream, &request, self.max_response_bytes, self.timeout)
-            .await
-            .map_err(ClientError::Exchange)
+        let response =
+            protocol::exchange(&mut stream, &request, self.max_response_bytes, self.timeout)
+                .await
+                .map_err(ClientError::Exchange)?;
+        Ok((response, did))
     }
 
     /// Invokes `tool` on `peer` with `params` and returns its result.

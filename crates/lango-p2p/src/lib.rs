@@ -28,6 +28,7 @@ pub mod pins;
 pub mod protocol;
 pub mod reputation;
 pub mod revocation;
+pub mod rules;
 pub mod sanitize;
 #[cfg(test)]
 mod test_support;

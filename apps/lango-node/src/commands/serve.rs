@@ -63,7 +63,7 @@ pub struct Services {
     /// The firewall the A2A handler applies.
     firewall: Arc<lango_p2p::firewall::Firewall>,
     /// Runtime firewall rules, kept in the database.
-    rule_store: lango_p2p::firewall::RuleStore,
+    rule_store: lango_p2p::rules::RuleStore,
 }
 
 /// The executor selection made at start, kept for status and for the protocol handler.
@@ -369,7 +369,7 @@ async fn run_node(
     }
     tracing::info!(event = "node_started", peer_id = %status.peer_id, did = %did, "node started");
 
-    let rule_store = lango_p2p::firewall::RuleStore::new(db.pool().clone());
+    let rule_store = lango_p2p::rules::RuleStore::new(db.pool().clone());
     let stored_rules = match rule_store.load().await {
         Ok(r) => r,
         Err(e) => {
