@@ -208,3 +208,102 @@ fn repeated_failures_invalidate_the_session_until_the_cool_down_ends() {
     std::thread::sleep(std::time::Duration::from_millis(4500));
     ok(&run(&a, &["p2p", "invoke", sb.peer_id(), "shout"]));
 }
+
+#[test]
+fn three_nodes_interactive_approval_strangers_and_revocation() {
+    if !std::path::Path::new("/usr/bin/bwrap").exists() {
+        assert!(!component::in_ci(), "bubblewrap missing under CI");
+        return;
+    }
+    let a = Node::for_serve("", "");
+    let c = Node::for_serve("", "");
+    let (sa, sc) = (a.serve(), c.serve());
+    let b = Node::for_serve(
+        &format!(
+            "approvalPolicy = \"interactive\"\napprovalTimeout = \"20s\"\n\
+             firewallRules = [{{ peerDid = \"{}\", action = \"allow\", tools = [\"shout\"] }}]\n",
+            sa.did()
+        ),
+        SHOUT,
+    );
+    let sb = b.serve();
+    ok(&run(&a, &["p2p", "connect", &sb.tcp_addr()]));
+    ok(&run(&c, &["p2p", "connect", &sb.tcp_addr()]));
+
+    // C has no allow rule: it learns nothing and cannot call.
+    let tools: Value =
+        serde_json::from_str(&ok(&run(&c, &["--json", "p2p", "tools", sb.peer_id()]))).unwrap();
+    assert_eq!(tools["capabilities"], serde_json::json!([]));
+    let denied = run(&c, &["p2p", "invoke", sb.peer_id(), "shout"]);
+    assert!(stderr(&denied).contains(&format!("no matching allow rule for peer {}", sc.did())));
+
+    // A's call waits for B's owner, who approves it.
+    let call = |n: &Node| {
+        n.cmd()
+            .args([
+                "--json",
+                "p2p",
+                "invoke",
+                sb.peer_id(),
+                "shout",
+                "--params",
+                r#"{"k":1}"#,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let waiting_id = |b: &Node| {
+        lango_e2e::wait_for(15, || {
+            let v: Value =
+                serde_json::from_str(&ok(&run(b, &["--json", "p2p", "approvals", "list"]))).ok()?;
+            let first = v.as_array()?.first()?.clone();
+            Some(first)
+        })
+        .expect("a call shows up in p2p approvals list")
+    };
+    let pending_call = call(&a);
+    let p = waiting_id(&b);
+    assert_eq!(p["peerDid"], sa.did());
+    assert_eq!(p["tool"], "shout");
+    assert_eq!(p["params"], r#"{"k":1}"#);
+    let id = p["id"].to_string();
+    ok(&run(&b, &["p2p", "approvals", "approve", &id]));
+    let out = pending_call.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["echo"]["k"], 1);
+
+    // Denied by the owner.
+    let pending_call = call(&a);
+    let id = waiting_id(&b)["id"].to_string();
+    ok(&run(&b, &["p2p", "approvals", "deny", &id]));
+    let out = pending_call.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tool invocation denied by owner"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let none = ok(&run(&b, &["p2p", "approvals", "list"]));
+    assert_eq!(none.trim(), "No calls waiting for approval.");
+
+    // B revokes A's session: A's next call is refused (its re-handshake hits the cool-down).
+    ok(&run(
+        &b,
+        &["p2p", "session", "revoke", "--peer-did", sa.did()],
+    ));
+    let refused = run(&a, &["p2p", "invoke", sb.peer_id(), "shout"]);
+    assert!(!refused.status.success());
+    let list = ok(&run(&b, &["p2p", "approvals", "list"]));
+    assert_eq!(
+        list.trim(),
+        "No calls waiting for approval.",
+        "nothing reached approval"
+    );
+}

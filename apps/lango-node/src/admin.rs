@@ -115,6 +115,15 @@ pub enum Request {
         /// Peer ID, or the DID of a peer with a live session.
         peer: String,
     },
+    /// Calls waiting for the owner's approval.
+    Approvals,
+    /// Approve or deny a waiting call.
+    ApprovalDecide {
+        /// Its ID from `Approvals`.
+        id: u64,
+        /// Approve (`true`) or deny.
+        approve: bool,
+    },
     /// The firewall rules in effect.
     FirewallList,
     /// Add a firewall rule at runtime.

@@ -268,6 +268,10 @@ pub enum P2pCommand {
         /// The peer: a peer ID, or the DID of a peer with a session.
         peer: String,
     },
+    /// Remote tool calls waiting for your approval (p2p.approvalPolicy = "interactive"). A
+    /// call not answered within p2p.approvalTimeout is denied.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// The running node's firewall: who may call which tools, at what rate. Default deny.
     #[command(subcommand)]
     Firewall(FirewallCommand),
@@ -275,6 +279,22 @@ pub enum P2pCommand {
     /// and removal of orphaned containers. Works with networking off.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// List the calls waiting: ID, peer DID, tool, params, seconds waiting.
+    List,
+    /// Let a waiting call run.
+    Approve {
+        /// The call's ID from `list`.
+        id: u64,
+    },
+    /// Refuse a waiting call (the peer gets "tool invocation denied by owner").
+    Deny {
+        /// The call's ID from `list`.
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

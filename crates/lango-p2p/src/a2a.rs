@@ -96,6 +96,132 @@ impl ToolApproval for ApprovalPolicy {
     }
 }
 
+/// One call waiting for the owner's decision.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingApproval {
+    /// Handle for `approve` / `deny`.
+    pub id: u64,
+    /// The calling peer.
+    pub peer_did: String,
+    /// The tool.
+    pub tool: String,
+    /// The params, as JSON text cut to 512 bytes.
+    pub params: String,
+    /// Seconds since the call arrived.
+    pub waiting_secs: u64,
+}
+
+struct Waiting {
+    info: PendingApproval,
+    since: std::time::Instant,
+    answer: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// `p2p.approvalPolicy = "interactive"`: each call waits (bounded by `p2p.approvalTimeout`)
+/// until the owner approves or denies it through the admin socket (`p2p approvals`). A
+/// timeout, a full queue or a dropped request is a denial.
+#[derive(Default)]
+pub struct InteractiveApproval {
+    queue: Mutex<(u64, HashMap<u64, Waiting>)>,
+}
+
+/// Most calls waiting at once; more are denied.
+pub const MAX_PENDING_APPROVALS: usize = 100;
+
+impl InteractiveApproval {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The calls waiting, oldest first.
+    pub fn pending(&self) -> Vec<PendingApproval> {
+        let Ok(q) = self.queue.lock() else {
+            return Vec::new();
+        };
+        let mut v: Vec<PendingApproval> =
+            q.1.values()
+                .map(|w| PendingApproval {
+                    waiting_secs: w.since.elapsed().as_secs(),
+                    ..w.info.clone()
+                })
+                .collect();
+        v.sort_by_key(|p| p.id);
+        v
+    }
+
+    /// Answers call `id`; `false` when no such call is waiting.
+    pub fn decide(&self, id: u64, approve: bool) -> bool {
+        let waiting = self.queue.lock().ok().and_then(|mut q| q.1.remove(&id));
+        match waiting {
+            Some(w) => w.answer.send(approve).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Removes a waiting call when its request ends (answered, timed out or dropped).
+struct Unqueue<'a> {
+    owner: &'a InteractiveApproval,
+    id: u64,
+}
+
+impl Drop for Unqueue<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.owner.queue.lock() {
+            q.1.remove(&self.id);
+        }
+    }
+}
+
+#[async_trait]
+impl ToolApproval for InteractiveApproval {
+    async fn approve(
+        &self,
+        peer_did: &str,
+        tool: &str,
+        params: &Map<String, Value>,
+    ) -> std::result::Result<bool, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let id = {
+            let Ok(mut q) = self.queue.lock() else {
+                return Ok(false);
+            };
+            if q.1.len() >= MAX_PENDING_APPROVALS {
+                return Ok(false);
+            }
+            q.0 += 1;
+            let id = q.0;
+            let text = serde_json::to_string(params).unwrap_or_default();
+            q.1.insert(
+                id,
+                Waiting {
+                    info: PendingApproval {
+                        id,
+                        peer_did: peer_did.to_owned(),
+                        tool: tool.to_owned(),
+                        params: lango_sandbox::protocol::truncate_utf8(&text, 512).to_owned(),
+                        waiting_secs: 0,
+                    },
+                    since: std::time::Instant::now(),
+                    answer: tx,
+                },
+            );
+            id
+        };
+        let _unqueue = Unqueue { owner: self, id };
+        tracing::info!(
+            event = "approval_requested",
+            id,
+            peer_did,
+            tool,
+            "remote tool call awaits approval (p2p approvals)"
+        );
+        Ok(rx.await.unwrap_or(false))
+    }
+}
+
 /// The payment gate of paid calls (a seam: no payment implementation in this project).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PaymentDecision {

@@ -434,6 +434,8 @@ pub enum ApprovalPolicyKind {
     Deny,
     /// The tools in `approvedTools` are approved for peers the firewall lets through.
     AllowListed,
+    /// Each call waits for the owner (`lango-node p2p approvals`), at most `approvalTimeout`.
+    Interactive,
 }
 
 /// `p2p.protocol`: A2A stream limits (protocol spec §2.1.8).
@@ -568,6 +570,8 @@ impl P2pConfig {
             ApprovalPolicyKind::AllowListed => crate::a2a::ApprovalPolicy::AllowListed(
                 self.approved_tools.iter().cloned().collect(),
             ),
+            // The caller installs an InteractiveApproval; this is what stands in its place.
+            ApprovalPolicyKind::Interactive => crate::a2a::ApprovalPolicy::Deny,
         }
     }
 

@@ -69,6 +69,7 @@ pub fn run(ctx: &Context, cmd: P2pCommand) -> Result<ExitCode> {
                 })
             }
             P2pCommand::Firewall(cmd) => firewall(ctx, cmd).await,
+            P2pCommand::Approvals(cmd) => approvals(ctx, cmd).await,
         }
     })
 }
@@ -102,6 +103,46 @@ async fn invoke(
         output::line(serde_json::to_string_pretty(&v["result"])?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn approvals(ctx: &Context, cmd: crate::cli::ApprovalsCommand) -> Result<ExitCode> {
+    use crate::cli::ApprovalsCommand as A;
+    let (id, approve) = match cmd {
+        A::List => {
+            let v = admin::require(&ctx.data_dir, &Request::Approvals).await?;
+            return print_or_json(ctx, &v, |v| {
+                let list = v.as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    output::line("No calls waiting for approval.");
+                    return;
+                }
+                let mut rows = vec![
+                    ["ID", "PEER DID", "TOOL", "PARAMS", "WAITING"]
+                        .map(String::from)
+                        .to_vec(),
+                ];
+                for p in list {
+                    rows.push(vec![
+                        p["id"].to_string(),
+                        str_of(&p, "peerDid").to_owned(),
+                        str_of(&p, "tool").to_owned(),
+                        str_of(&p, "params").to_owned(),
+                        format!("{}s", p["waitingSecs"]),
+                    ]);
+                }
+                output::table(&rows);
+            });
+        }
+        A::Approve { id } => (id, true),
+        A::Deny { id } => (id, false),
+    };
+    let v = admin::require(&ctx.data_dir, &Request::ApprovalDecide { id, approve }).await?;
+    print_or_json(ctx, &v, |_| {
+        output::line(format!(
+            "Call {id} {}.",
+            if approve { "approved" } else { "denied" }
+        ))
+    })
 }
 
 async fn firewall(ctx: &Context, cmd: crate::cli::FirewallCommand) -> Result<ExitCode> {

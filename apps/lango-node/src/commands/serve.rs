@@ -64,6 +64,8 @@ pub struct Services {
     firewall: Arc<lango_p2p::firewall::Firewall>,
     /// Runtime firewall rules, kept in the database.
     rule_store: lango_p2p::rules::RuleStore,
+    /// Calls waiting for the owner under `approvalPolicy = "interactive"`.
+    approvals: Option<Arc<lango_p2p::a2a::InteractiveApproval>>,
 }
 
 /// The executor selection made at start, kept for status and for the protocol handler.
@@ -221,6 +223,15 @@ impl admin::Handler for Services {
                 let tools = self.a2a_client.capabilities(peer).await?;
                 Ok(json!({ "peerId": peer.to_base58(), "capabilities": tools }))
             }
+            Request::Approvals => match &self.approvals {
+                Some(a) => Ok(serde_json::to_value(a.pending())?),
+                None => bail!("approvals are not interactive on this node (p2p.approvalPolicy)"),
+            },
+            Request::ApprovalDecide { id, approve } => match &self.approvals {
+                Some(a) if a.decide(id, approve) => Ok(json!({ "id": id, "approved": approve })),
+                Some(_) => bail!("no call {id} is waiting for approval (answered or timed out)"),
+                None => bail!("approvals are not interactive on this node (p2p.approvalPolicy)"),
+            },
             Request::FirewallList => Ok(serde_json::to_value(self.firewall.rules())?),
             Request::FirewallAdd { rule } => {
                 lango_p2p::firewall::validate_rule(&rule).map_err(|e| anyhow!("{e}"))?;
@@ -377,6 +388,9 @@ async fn run_node(
             return Err(e.into());
         }
     };
+    let approvals = (config.p2p.approval_policy
+        == lango_p2p::config::ApprovalPolicyKind::Interactive)
+        .then(|| Arc::new(lango_p2p::a2a::InteractiveApproval::new()));
     let (a2a_server, a2a_client, firewall) = match start_a2a(
         &node,
         &auth,
@@ -385,6 +399,7 @@ async fn run_node(
         &sandbox,
         &did,
         stored_rules,
+        approvals.clone(),
     ) {
         Ok(parts) => parts,
         Err(e) => {
@@ -404,6 +419,7 @@ async fn run_node(
         a2a_client,
         firewall,
         rule_store,
+        approvals,
     });
     let admin_task = tokio::spawn(server.run(services.clone()));
     let mut drops = reputation.subscribe_drops();
@@ -460,6 +476,8 @@ async fn start_sandbox(ctx: &Context, config: &NodeConfig) -> Result<Sandbox> {
 
 /// The A2A handler on the node: firewall, sanitizer and owner shield, approval policy,
 /// the sandbox executor chosen at start, reputation and failure tracking.
+// Composition: every argument is a separately started part of the node.
+#[allow(clippy::too_many_arguments)]
 fn start_a2a(
     node: &NodeHandle,
     auth: &PeerAuth,
@@ -468,6 +486,7 @@ fn start_a2a(
     sandbox: &Sandbox,
     did: &str,
     stored_rules: Vec<lango_p2p::firewall::Rule>,
+    interactive: Option<Arc<lango_p2p::a2a::InteractiveApproval>>,
 ) -> Result<(
     lango_p2p::a2a::Server,
     lango_p2p::a2a::Client,
@@ -501,7 +520,10 @@ fn start_a2a(
         )),
         registry: sandbox.registry.clone(),
         executor: sandbox.selection.executor.clone(),
-        approval: Some(Arc::new(p2p.approval_policy())),
+        approval: Some(match interactive {
+            Some(i) => i as Arc<dyn lango_p2p::a2a::ToolApproval>,
+            None => Arc::new(p2p.approval_policy()),
+        }),
         payment: None,
         attester: None,
         card: Some(card),
