@@ -307,3 +307,37 @@ fn three_nodes_interactive_approval_strangers_and_revocation() {
         "nothing reached approval"
     );
 }
+
+#[test]
+fn a_new_peers_first_failure_drops_its_reputation_and_its_session() {
+    if !std::path::Path::new("/usr/bin/bwrap").exists() {
+        assert!(!component::in_ci(), "bubblewrap missing under CI");
+        return;
+    }
+    let a = Node::for_serve("", "");
+    let sa = a.serve();
+    let b = Node::for_serve(
+        &format!(
+            "approvalPolicy = \"allow-listed\"\napprovedTools = [\"fail3\"]\n\
+             firewallRules = [{{ peerDid = \"{}\", action = \"allow\", tools = [\"fail3\"] }}]\n",
+            sa.did()
+        ),
+        "[[p2p.toolIsolation.commandTools]]\nname = \"fail3\"\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"exit 3\"]\n",
+    );
+    let sb = b.serve();
+    ok(&run(&a, &["p2p", "connect", &sb.tcp_addr()]));
+    assert!(ok(&run(&b, &["p2p", "session", "list"])).contains(sa.did()));
+    let f = run(&a, &["p2p", "invoke", sb.peer_id(), "fail3"]);
+    assert!(!f.status.success());
+    // One failure and no success: score 0, below minTrustScore 0.3 → reputation_drop.
+    let rep: Value =
+        serde_json::from_str(&ok(&run(&b, &["--json", "p2p", "reputation", sa.did()]))).unwrap();
+    assert_eq!(rep["failedExchanges"], 1, "{rep}");
+    let gone = lango_e2e::wait_for(5, || {
+        (!ok(&run(&b, &["p2p", "session", "list"])).contains(sa.did())).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "B kept A's session after the reputation drop"
+    );
+}
