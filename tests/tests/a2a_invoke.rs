@@ -199,6 +199,11 @@ fn repeated_failures_invalidate_the_session_until_the_cool_down_ends() {
     // which B refuses during the cool-down.
     let refused = run(&a, &["p2p", "invoke", sb.peer_id(), "shout"]);
     assert!(!refused.status.success(), "{}", stdout(&refused));
+    assert!(
+        stderr(&refused).contains("ended the session and refused a new handshake"),
+        "{}",
+        stderr(&refused)
+    );
     let sessions = ok(&run(&b, &["p2p", "session", "list"]));
     assert!(
         !sessions.contains(sa.did()),

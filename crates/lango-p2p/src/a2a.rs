@@ -374,7 +374,7 @@ impl Handler {
     /// Serves one stream from `remote_peer`: reads the request (bounded), answers, closes.
     /// Over the concurrency limits the stream is dropped (reset) without an answer.
     pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, remote_peer: &str, mut stream: S) {
-        let Some(_slot) = self.slot(remote_peer) else {
+        let Some(slot) = self.slot(remote_peer) else {
             tracing::warn!(
                 event = "a2a_stream_refused",
                 peer = remote_peer,
@@ -406,6 +406,9 @@ impl Handler {
                 self.parts.filter.filter_error(&e.to_string()),
             ),
         };
+        // The work is done: free the slot before the (bounded) write, so a client that sends
+        // its next request as soon as it reads this response is not refused by the limit.
+        drop(slot);
         if let Err(e) = protocol::write_response(&mut stream, &response).await {
             tracing::debug!(peer = remote_peer, error = %e, "could not write the A2A response");
         }
@@ -671,6 +674,17 @@ pub enum ClientError {
     /// No session could be established (handshake failed or was refused).
     #[error("{0}")]
     Session(Error),
+    /// The peer ended the session (invalidated, revoked or expired on its side) and refused a
+    /// new handshake, typically during its cool-down.
+    #[error(
+        "{peer_did} ended the session and refused a new handshake (it may be in its cool-down after an invalidation or revocation): {reason}"
+    )]
+    SessionEnded {
+        /// The peer.
+        peer_did: String,
+        /// The handshake error.
+        reason: String,
+    },
     /// The stream could not be opened.
     #[error("open stream to {peer}: {reason}")]
     Open {
@@ -729,7 +743,14 @@ impl Client {
         if response.status == Status::Denied && response.error == text::INVALID_SESSION {
             tracing::info!(peer = %peer, "the peer ended our session; handshaking again");
             self.auth.sessions().remove(&did);
-            return Ok(self.request_once(peer, kind, payload).await?.0);
+            return match self.request_once(peer, kind, payload).await {
+                Ok((r, _)) => Ok(r),
+                Err(ClientError::Session(e)) => Err(ClientError::SessionEnded {
+                    peer_did: did,
+                    reason: e.to_string(),
+                }),
+                Err(e) => Err(e),
+            };
         }
         Ok(response)
     }
