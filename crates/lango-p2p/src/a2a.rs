@@ -55,6 +55,8 @@ pub mod text {
         "tool execution refused: no sandbox executor configured for remote peer requests";
     /// No card.
     pub const NO_CARD: &str = "agent card not available";
+    /// Safety gate (HEAD).
+    pub const SAFETY_BLOCKED: &str = "tool blocked by P2P safety level policy";
     /// Invalid payment.
     pub const INVALID_PAYMENT: &str = "invalid payment authorization";
 }
@@ -308,6 +310,9 @@ pub struct HandlerParts {
     pub attester: Option<Arc<dyn Attester>>,
     /// This agent's card.
     pub card: Option<Value>,
+    /// The safety gate: the highest level a remote call may have, and the tools that
+    /// bypass it.
+    pub safety: (lango_sandbox::SafetyLevel, HashSet<String>),
     /// Limits.
     pub limits: HandlerLimits,
 }
@@ -447,7 +452,7 @@ impl Handler {
                         .registry
                         .worker_safe()
                         .map(|t| t.name.clone())
-                        .filter(|n| n.starts_with(filter))
+                        .filter(|n| n.starts_with(filter) && self.passes_safety(n))
                         .collect();
                     let allowed = p.firewall.allowed_tools(peer_did, names);
                     self.filtered_ok(id, json!({ "capabilities": allowed }))
@@ -481,6 +486,12 @@ impl Handler {
                 Response::ok(id, m)
             }
         }
+    }
+
+    /// The safety gate (runs before payment and approval).
+    fn passes_safety(&self, tool: &str) -> bool {
+        let (max, bypass) = &self.parts.safety;
+        bypass.contains(tool) || self.parts.registry.safety(tool) <= *max
     }
 
     /// The reputation lookup the firewall's gate takes.
@@ -548,6 +559,9 @@ impl Handler {
         }
         if !p.registry.is_worker_safe(tool) {
             return Response::failure(id, Status::Denied, text::NOT_AVAILABLE);
+        }
+        if !self.passes_safety(tool) {
+            return Response::failure(id, Status::Denied, text::SAFETY_BLOCKED);
         }
         if paid && let Some(gate) = &p.payment {
             match gate.check(peer_did, tool, payload).await {

@@ -145,6 +145,11 @@ pub struct P2pConfig {
     pub approved_tools: Vec<String>,
     /// Longest wait for an approval; a timeout is a denial.
     pub approval_timeout: GoDuration,
+    /// Highest safety level a remote call may have: `safe`, `moderate` (default) or
+    /// `dangerous`.
+    pub max_safety_level: String,
+    /// Tools that bypass the safety gate (and only it).
+    pub allowed_tools: Vec<String>,
     /// A2A stream limits.
     pub protocol: ProtocolConfig,
     /// Meta requests (`agent_card`, `capability_query`, `price_query`) per minute and peer;
@@ -206,6 +211,8 @@ impl Default for P2pConfig {
             approval_policy: ApprovalPolicyKind::Deny,
             approved_tools: Vec::new(),
             approval_timeout: GoDuration::secs(120),
+            max_safety_level: "moderate".into(),
+            allowed_tools: Vec::new(),
             protocol: ProtocolConfig::default(),
             key_dir: None,
             node_key_name: None,
@@ -306,6 +313,9 @@ pub struct CommandToolConfig {
     pub program: String,
     /// Fixed arguments.
     pub args: Vec<String>,
+    /// `safe`, `moderate` (default) or `dangerous`, for `p2p.maxSafetyLevel`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safety: Option<String>,
 }
 
 impl Default for ToolIsolationConfig {
@@ -398,6 +408,9 @@ impl ToolIsolationConfig {
                 args: t.args.clone(),
             })
             .map_err(|e| e.to_string())?;
+            if let Some(level) = &t.safety {
+                r.set_safety(&t.name, lango_sandbox::SafetyLevel::parse(level)?);
+            }
         }
         Ok(r)
     }
@@ -563,6 +576,16 @@ impl P2pConfig {
         }
     }
 
+    /// The safety gate: the highest level allowed (moderate when unparsable; validation
+    /// reports it) and the bypass list.
+    pub fn safety_gate(&self) -> (lango_sandbox::SafetyLevel, Vec<String>) {
+        (
+            lango_sandbox::SafetyLevel::parse(&self.max_safety_level)
+                .unwrap_or(lango_sandbox::SafetyLevel::Moderate),
+            self.allowed_tools.clone(),
+        )
+    }
+
     /// The owner-approval policy these keys describe.
     pub fn approval_policy(&self) -> crate::a2a::ApprovalPolicy {
         match self.approval_policy {
@@ -706,6 +729,9 @@ impl P2pConfig {
             || self.approval_timeout.0 > Duration::from_secs(3600)
         {
             p.push(format!("{prefix}.approvalTimeout: between 1s and 1h0m0s"));
+        }
+        if let Err(e) = lango_sandbox::SafetyLevel::parse(&self.max_safety_level) {
+            p.push(format!("{prefix}.maxSafetyLevel: {e}"));
         }
         for t in &self.approved_tools {
             if !lango_sandbox::protocol::valid_tool_name(t) {

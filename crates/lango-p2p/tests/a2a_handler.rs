@@ -113,6 +113,7 @@ struct Opts {
     approval_delay: Duration,
     gate: Option<PaymentDecision>,
     answer: Option<Answer>,
+    bypass: Vec<String>,
 }
 
 fn fixture(o: Opts) -> Fixture {
@@ -142,6 +143,12 @@ fn fixture(o: Opts) -> Fixture {
             Ok(Value::Null)
         })
         .unwrap();
+    registry
+        .register_fn("shell_exec", "", IsolationClass::WorkerSafe, |_| {
+            Ok(Value::Null)
+        })
+        .unwrap();
+    registry.set_safety("shell_exec", lango_sandbox::SafetyLevel::Dangerous);
     let exec = Arc::new(Spy {
         calls: AtomicUsize::new(0),
         answer: o.answer.unwrap_or(echo),
@@ -176,6 +183,10 @@ fn fixture(o: Opts) -> Fixture {
         payment: o.gate.map(|_| gate.clone() as Arc<dyn PaymentGate>),
         attester: None,
         card: Some(json!({"name": "b", "did": card_did})),
+        safety: (
+            lango_sandbox::SafetyLevel::Moderate,
+            o.bypass.iter().cloned().collect(),
+        ),
         limits: HandlerLimits {
             approval_timeout: Duration::from_millis(300),
             ..HandlerLimits::default()
@@ -657,4 +668,49 @@ async fn five_failures_invalidate_the_session() {
         text::INVALID_SESSION,
         "the session was invalidated (repeated_failures)"
     );
+}
+
+#[tokio::test]
+async fn safety_gate_runs_before_approval_and_allowed_tools_bypass_it() {
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        ..Default::default()
+    });
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(&f, "tool_invoke", json!({"toolName": "shell_exec"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error.as_str()),
+        (Status::Denied, text::SAFETY_BLOCKED)
+    );
+    assert_eq!(f.approval.calls.load(Ordering::SeqCst), 0);
+    let caps = f
+        .handler
+        .handle(PEER, &req(&f, "capability_query", json!({})))
+        .await;
+    let names = Value::Object(caps.result.unwrap());
+    assert!(
+        !names["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("shell_exec")),
+        "{names}"
+    );
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        bypass: vec!["shell_exec".into()],
+        ..Default::default()
+    });
+    let r = f
+        .handler
+        .handle(
+            PEER,
+            &req(&f, "tool_invoke", json!({"toolName": "shell_exec"})),
+        )
+        .await;
+    assert_eq!(r.status, Status::Ok, "{}", r.error);
 }

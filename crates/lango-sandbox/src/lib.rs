@@ -58,7 +58,7 @@ pub use config::{ContainerConfig, RuntimeChoice, SandboxConfig};
 pub use container::{ContainerExecutor, ContainerRuntime, RuntimeKind};
 pub use executor::{Executor, InProcessExecutor};
 pub use outcome::{ErrorKind, ExecError};
-pub use registry::{CommandTool, IsolationClass, SANDBOX_ECHO, ToolRegistry};
+pub use registry::{CommandTool, IsolationClass, SANDBOX_ECHO, SafetyLevel, ToolRegistry};
 pub use subprocess::{IsolationReport, SubprocessExecutor, SubprocessOptions};
 
 /// Errors of setting the sandbox up (calls fail with [`ExecError`]).

@@ -25,6 +25,32 @@ pub enum IsolationClass {
     LocalOnly,
 }
 
+/// How much harm a tool can do (`p2p.maxSafetyLevel` gates remote calls by it). Ordered:
+/// `Safe < Moderate < Dangerous`. A tool no registry knows counts as dangerous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SafetyLevel {
+    /// Reads nothing sensitive and changes nothing (e.g. `sandbox_echo`).
+    Safe,
+    /// The default for registered tools.
+    Moderate,
+    /// May change or reveal something of value.
+    Dangerous,
+}
+
+impl SafetyLevel {
+    /// Parses `safe`, `moderate` or `dangerous`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "safe" => Ok(Self::Safe),
+            "moderate" => Ok(Self::Moderate),
+            "dangerous" => Ok(Self::Dangerous),
+            other => Err(format!(
+                "unknown safety level {other:?} (expected safe, moderate or dangerous)"
+            )),
+        }
+    }
+}
+
 /// An operator-configured command tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandTool {
@@ -58,6 +84,8 @@ pub struct ToolEntry {
     pub class: IsolationClass,
     /// Implementation.
     pub kind: ToolKind,
+    /// Safety level (moderate unless set).
+    pub safety: SafetyLevel,
 }
 
 impl fmt::Debug for ToolEntry {
@@ -101,6 +129,7 @@ impl ToolRegistry {
             IsolationClass::WorkerSafe,
             |params| Ok(Value::Object(params.clone())),
         );
+        r.set_safety(SANDBOX_ECHO, SafetyLevel::Safe);
         r
     }
 
@@ -120,6 +149,7 @@ impl ToolRegistry {
             description: description.into(),
             class,
             kind: ToolKind::Function(Arc::new(f)),
+            safety: SafetyLevel::Moderate,
         })
     }
 
@@ -138,6 +168,7 @@ impl ToolRegistry {
             description: tool.description.clone(),
             class: IsolationClass::WorkerSafe,
             kind: ToolKind::Command(tool),
+            safety: SafetyLevel::Moderate,
         })
     }
 
@@ -156,6 +187,22 @@ impl ToolRegistry {
         }
         self.tools.insert(entry.name.clone(), entry);
         Ok(())
+    }
+
+    /// Sets the safety level of a registered tool; `false` when there is no such tool.
+    pub fn set_safety(&mut self, name: &str, level: SafetyLevel) -> bool {
+        match self.tools.get_mut(name) {
+            Some(t) => {
+                t.safety = level;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The safety level of `name`: dangerous when it is not registered.
+    pub fn safety(&self, name: &str) -> SafetyLevel {
+        self.get(name).map_or(SafetyLevel::Dangerous, |t| t.safety)
     }
 
     /// The tool called `name`.
@@ -221,5 +268,13 @@ mod tests {
         };
         assert!(r.register_command(rel).is_err());
         assert_eq!(r.worker_safe().count(), 1);
+        assert_eq!(r.safety(SANDBOX_ECHO), SafetyLevel::Safe);
+        assert_eq!(r.safety("wallet_sign"), SafetyLevel::Moderate);
+        assert_eq!(r.safety("unknown"), SafetyLevel::Dangerous);
+        assert!(
+            SafetyLevel::Safe < SafetyLevel::Moderate
+                && SafetyLevel::Moderate < SafetyLevel::Dangerous
+        );
+        assert!(SafetyLevel::parse("risky").is_err());
     }
 }

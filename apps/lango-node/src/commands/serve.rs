@@ -527,6 +527,10 @@ fn start_a2a(
         payment: None,
         attester: None,
         card: Some(card),
+        safety: {
+            let (max, bypass) = p2p.safety_gate();
+            (max, bypass.into_iter().collect())
+        },
         limits: p2p.handler_limits(),
     });
     let server = Server::start(node, handler)?;
