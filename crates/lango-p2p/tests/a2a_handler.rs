@@ -208,6 +208,11 @@ fn allow_all_tools(did: &str) -> Vec<Rule> {
     vec![Rule::allow(did, ["*"])]
 }
 
+/// Sends a request from the session's own peer and returns the answer.
+async fn call(f: &Fixture, kind: &str, payload: Value) -> lango_p2p::protocol::Response {
+    f.handler.handle(PEER, &req(f, kind, payload)).await
+}
+
 fn req(f: &Fixture, kind: &str, payload: Value) -> Request {
     Request {
         kind: kind.into(),
@@ -251,46 +256,32 @@ async fn t_a8_t_a9_t_a10_request_shape_errors() {
         rules: allow_all_tools(&did(7)),
         ..Default::default()
     });
-    let unknown = f.handler.handle(PEER, &req(&f, "foo", json!({}))).await;
+    let unknown = call(&f, "foo", json!({})).await;
     assert_eq!(
         (unknown.status, unknown.error.as_str()),
         (Status::Error, "unknown request type: foo")
     );
     for payload in [json!({}), json!({"toolName": 5}), json!({"toolName": ""})] {
-        let r = f
-            .handler
-            .handle(PEER, &req(&f, "tool_invoke", payload))
-            .await;
+        let r = call(&f, "tool_invoke", payload).await;
         assert_eq!(r.error, text::MISSING_TOOL);
     }
     for name in ["../x", &"a".repeat(200)] {
-        let r = f
-            .handler
-            .handle(PEER, &req(&f, "tool_invoke", json!({"toolName": name})))
-            .await;
+        let r = call(&f, "tool_invoke", json!({"toolName": name})).await;
         assert_eq!(r.error, text::INVALID_TOOL);
     }
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(
-                &f,
-                "tool_invoke",
-                json!({"toolName": "sandbox_echo", "params": [1]}),
-            ),
-        )
-        .await;
+    let r = call(
+        &f,
+        "tool_invoke",
+        json!({"toolName": "sandbox_echo", "params": [1]}),
+    )
+    .await;
     assert_eq!(r.error, text::PARAMS_NOT_OBJECT);
     // Absent or null params reach the tool as {}.
     for payload in [
         json!({"toolName": "sandbox_echo"}),
         json!({"toolName": "sandbox_echo", "params": null}),
     ] {
-        let r = f
-            .handler
-            .handle(PEER, &req(&f, "tool_invoke", payload))
-            .await;
+        let r = call(&f, "tool_invoke", payload).await;
         assert_eq!(r.status, Status::Ok, "{}", r.error);
         assert!(r.result.unwrap_or_default().is_empty());
     }
@@ -305,10 +296,7 @@ async fn t_a11_t_a12_approval() {
             no_approval: true,
             ..Default::default()
         });
-        let r = f
-            .handler
-            .handle(PEER, &req(&f, paid, json!({"toolName": "sandbox_echo"})))
-            .await;
+        let r = call(&f, paid, json!({"toolName": "sandbox_echo"})).await;
         assert_eq!(
             (r.status, r.error.as_str()),
             (Status::Denied, text::NO_APPROVAL)
@@ -320,13 +308,7 @@ async fn t_a11_t_a12_approval() {
         approval: Some(Ok(false)),
         ..Default::default()
     });
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(&f, "tool_invoke", json!({"toolName": "sandbox_echo"})),
-        )
-        .await;
+    let r = call(&f, "tool_invoke", json!({"toolName": "sandbox_echo"})).await;
     assert_eq!(
         (r.status, r.error.as_str()),
         (Status::Denied, text::DENIED_BY_OWNER)
@@ -336,13 +318,7 @@ async fn t_a11_t_a12_approval() {
         approval: Some(Err("prompt crashed at /home/alice/.lango".into())),
         ..Default::default()
     });
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(&f, "tool_invoke", json!({"toolName": "sandbox_echo"})),
-        )
-        .await;
+    let r = call(&f, "tool_invoke", json!({"toolName": "sandbox_echo"})).await;
     assert_eq!(r.status, Status::Error);
     assert!(r.error.starts_with("approval check: "), "{}", r.error);
     assert!(!r.error.contains("/home/alice"), "sanitized: {}", r.error);
@@ -353,13 +329,7 @@ async fn t_a11_t_a12_approval() {
         ..Default::default()
     });
     let t = std::time::Instant::now();
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(&f, "tool_invoke", json!({"toolName": "sandbox_echo"})),
-        )
-        .await;
+    let r = call(&f, "tool_invoke", json!({"toolName": "sandbox_echo"})).await;
     assert_eq!(r.error, text::DENIED_BY_OWNER);
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(f.exec.calls.load(Ordering::SeqCst), 0);
@@ -384,10 +354,7 @@ async fn t_a13_no_executor_refuses_and_records_nothing() {
             no_executor: true,
             ..Default::default()
         });
-        let r = f
-            .handler
-            .handle(PEER, &req(&f, kind, json!({"toolName": "sandbox_echo"})))
-            .await;
+        let r = call(&f, kind, json!({"toolName": "sandbox_echo"})).await;
         assert_eq!(
             (r.status, r.error.as_str()),
             (Status::Denied, text::NO_EXECUTOR)
@@ -403,13 +370,7 @@ async fn t_a14_t_a15_gate_order() {
         gate: Some(PaymentDecision::Free),
         ..Default::default()
     });
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(&f, "tool_invoke_paid", json!({"toolName": "wallet_sign"})),
-        )
-        .await;
+    let r = call(&f, "tool_invoke_paid", json!({"toolName": "wallet_sign"})).await;
     assert_eq!(
         r.error,
         format!(
@@ -428,13 +389,7 @@ async fn t_a14_t_a15_gate_order() {
         ..Default::default()
     });
     for tool in ["wallet_sign", "does_not_exist"] {
-        let r = f
-            .handler
-            .handle(
-                PEER,
-                &req(&f, "tool_invoke_paid", json!({"toolName": tool})),
-            )
-            .await;
+        let r = call(&f, "tool_invoke_paid", json!({"toolName": tool})).await;
         assert_eq!(
             (r.status, r.error.as_str()),
             (Status::Denied, text::NOT_AVAILABLE)
@@ -454,13 +409,7 @@ async fn t_a14_t_a15_gate_order() {
         )),
         ..Default::default()
     });
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(&f, "tool_invoke_paid", json!({"toolName": "search_web"})),
-        )
-        .await;
+    let r = call(&f, "tool_invoke_paid", json!({"toolName": "search_web"})).await;
     assert_eq!(r.status, Status::PaymentRequired);
     assert_eq!(Value::Object(r.result.unwrap()), quote);
     assert_eq!(f.approval.calls.load(Ordering::SeqCst), 0);
@@ -469,13 +418,7 @@ async fn t_a14_t_a15_gate_order() {
         gate: Some(PaymentDecision::Invalid),
         ..Default::default()
     });
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(&f, "tool_invoke_paid", json!({"toolName": "search_web"})),
-        )
-        .await;
+    let r = call(&f, "tool_invoke_paid", json!({"toolName": "search_web"})).await;
     assert_eq!(r.error, text::INVALID_PAYMENT);
 }
 
@@ -485,47 +428,26 @@ async fn t_a16_t_a17_meta_requests() {
         rules: vec![Rule::allow(did(7), ["search*"])],
         ..Default::default()
     });
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(&f, "price_query", json!({"toolName": "search_web"})),
-        )
-        .await;
+    let r = call(&f, "price_query", json!({"toolName": "search_web"})).await;
     assert_eq!(
         Value::Object(r.result.unwrap()),
         json!({"toolName": "search_web", "isFree": true})
     );
-    let r = f
-        .handler
-        .handle(PEER, &req(&f, "capability_query", json!({})))
-        .await;
+    let r = call(&f, "capability_query", json!({})).await;
     assert_eq!(
         Value::Object(r.result.unwrap()),
         json!({"capabilities": ["search_web"]})
     );
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(&f, "capability_query", json!({"filter": "sandbox"})),
-        )
-        .await;
+    let r = call(&f, "capability_query", json!({"filter": "sandbox"})).await;
     assert_eq!(
         Value::Object(r.result.unwrap()),
         json!({"capabilities": []})
     );
-    let r = f
-        .handler
-        .handle(PEER, &req(&f, "agent_card", json!({})))
-        .await;
+    let r = call(&f, "agent_card", json!({})).await;
     assert_eq!(r.result.unwrap()["name"], "b");
     // A peer without rules learns nothing.
     let f = fixture(Opts::default());
-    let r = f
-        .handler
-        .handle(PEER, &req(&f, "capability_query", json!({})))
-        .await;
+    let r = call(&f, "capability_query", json!({})).await;
     assert_eq!(
         Value::Object(r.result.unwrap()),
         json!({"capabilities": []})
@@ -602,13 +524,7 @@ async fn t_a22_errors_sent_to_peers_leak_nothing() {
         answer: Some(fail),
         ..Default::default()
     });
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(&f, "tool_invoke", json!({"toolName": "search_web"})),
-        )
-        .await;
+    let r = call(&f, "tool_invoke", json!({"toolName": "search_web"})).await;
     assert_eq!(r.status, Status::Error);
     assert!(!r.error.contains("/home/alice"), "{}", r.error);
     assert!(!r.error.to_lowercase().contains("alice kim"), "{}", r.error);
@@ -619,17 +535,8 @@ async fn t_a22_errors_sent_to_peers_leak_nothing() {
         rules: allow_all_tools(&did(7)),
         ..Default::default()
     });
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(
-                &f,
-                "tool_invoke",
-                json!({"toolName": "search_web", "params": {"api_key": "k", "who": "A l i c e  K i m", "ok": 1}}),
-            ),
-        )
-        .await;
+    let r = call(&f, "tool_invoke",
+                json!({"toolName": "search_web", "params": {"api_key": "k", "who": "A l i c e  K i m", "ok": 1}})).await;
     let out = Value::Object(r.result.unwrap());
     assert_eq!(out["ok"], 1);
     assert!(out.get("api_key").is_none(), "{out}");
@@ -647,22 +554,10 @@ async fn five_failures_invalidate_the_session() {
         ..Default::default()
     });
     for _ in 0..5 {
-        let r = f
-            .handler
-            .handle(
-                PEER,
-                &req(&f, "tool_invoke", json!({"toolName": "search_web"})),
-            )
-            .await;
+        let r = call(&f, "tool_invoke", json!({"toolName": "search_web"})).await;
         assert_eq!(r.error, "tool \"search_web\" execution failed");
     }
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(&f, "tool_invoke", json!({"toolName": "search_web"})),
-        )
-        .await;
+    let r = call(&f, "tool_invoke", json!({"toolName": "search_web"})).await;
     assert_eq!(
         r.error,
         text::INVALID_SESSION,
@@ -676,22 +571,13 @@ async fn safety_gate_runs_before_approval_and_allowed_tools_bypass_it() {
         rules: allow_all_tools(&did(7)),
         ..Default::default()
     });
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(&f, "tool_invoke", json!({"toolName": "shell_exec"})),
-        )
-        .await;
+    let r = call(&f, "tool_invoke", json!({"toolName": "shell_exec"})).await;
     assert_eq!(
         (r.status, r.error.as_str()),
         (Status::Denied, text::SAFETY_BLOCKED)
     );
     assert_eq!(f.approval.calls.load(Ordering::SeqCst), 0);
-    let caps = f
-        .handler
-        .handle(PEER, &req(&f, "capability_query", json!({})))
-        .await;
+    let caps = call(&f, "capability_query", json!({})).await;
     let names = Value::Object(caps.result.unwrap());
     assert!(
         !names["capabilities"]
@@ -705,12 +591,6 @@ async fn safety_gate_runs_before_approval_and_allowed_tools_bypass_it() {
         bypass: vec!["shell_exec".into()],
         ..Default::default()
     });
-    let r = f
-        .handler
-        .handle(
-            PEER,
-            &req(&f, "tool_invoke", json!({"toolName": "shell_exec"})),
-        )
-        .await;
+    let r = call(&f, "tool_invoke", json!({"toolName": "shell_exec"})).await;
     assert_eq!(r.status, Status::Ok, "{}", r.error);
 }
