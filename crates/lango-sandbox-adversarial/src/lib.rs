@@ -233,7 +233,12 @@ fn write_outside(p: &Params) -> Result<Value, String> {
 fn read_secrets(p: &Params) -> Result<Value, String> {
     let mut out = Map::new();
     for path in strings(p, "paths") {
-        out.insert(path.clone(), outcome(std::fs::read(&path)));
+        // At most 4 KiB: a device such as /dev/urandom never ends.
+        let read = std::fs::File::open(&path).and_then(|f| {
+            let mut buf = Vec::new();
+            f.take(4096).read_to_end(&mut buf).map(|_| buf)
+        });
+        out.insert(path.clone(), outcome(read));
     }
     Ok(json!({"results": out}))
 }

@@ -312,6 +312,23 @@ async fn t_g10_secrets_are_unreadable() {
             "{out:?}"
         );
     }
+    // Inside the namespace view, Landlock still narrows reads: /dev/random is mounted by
+    // bubblewrap but is not among the devices the worker's rules allow.
+    let dev =
+        s.ex.execute(
+            "adv_read_secrets",
+            obj(json!({"paths": ["/dev/random", "/dev/urandom"]})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        dev["results"]["/dev/random"]
+            .as_str()
+            .unwrap()
+            .starts_with("error"),
+        "{dev:?}"
+    );
+    assert_eq!(dev["results"]["/dev/urandom"], "ok", "{dev:?}");
 }
 
 #[tokio::test]
