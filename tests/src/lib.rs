@@ -140,6 +140,20 @@ pub mod component {
         }
     }
 
+    /// Whether bubblewrap (the subprocess sandbox's namespaces) is installed, after the
+    /// skip/fail rule.
+    pub fn bubblewrap(test: &str) -> bool {
+        require(
+            test,
+            "bubblewrap (user namespaces)",
+            if std::path::Path::new("/usr/bin/bwrap").exists() {
+                Ok(())
+            } else {
+                Err("/usr/bin/bwrap missing (apt install bubblewrap)".into())
+            },
+        )
+    }
+
     /// The independent SQLCipher 4 client (the PyPI `sqlcipher3` binding).
     #[derive(Debug, Clone)]
     pub struct SqlcipherClient {

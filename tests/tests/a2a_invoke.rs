@@ -26,15 +26,7 @@ program = \"/bin/sh\"\nargs = [\"-c\", \"read -r x; printf '{\\\"echo\\\":%s}' \
 
 #[test]
 fn invoke_goes_through_the_firewall_the_sandbox_and_the_sanitizer() {
-    if !component::require(
-        "invoke_goes_through_the_firewall_the_sandbox_and_the_sanitizer",
-        "bubblewrap (user namespaces)",
-        if std::path::Path::new("/usr/bin/bwrap").exists() {
-            Ok(())
-        } else {
-            Err("/usr/bin/bwrap missing".into())
-        },
-    ) {
+    if !component::bubblewrap("invoke_goes_through_the_firewall_the_sandbox_and_the_sanitizer") {
         return;
     }
     let a = Node::for_serve("", "");
@@ -161,8 +153,7 @@ fn invoke_goes_through_the_firewall_the_sandbox_and_the_sanitizer() {
 
 #[test]
 fn repeated_failures_invalidate_the_session_until_the_cool_down_ends() {
-    if !std::path::Path::new("/usr/bin/bwrap").exists() {
-        assert!(!component::in_ci(), "bubblewrap missing under CI");
+    if !component::bubblewrap("repeated_failures_invalidate_the_session_until_the_cool_down_ends") {
         return;
     }
     let a = Node::for_serve("", "");
@@ -216,8 +207,7 @@ fn repeated_failures_invalidate_the_session_until_the_cool_down_ends() {
 
 #[test]
 fn three_nodes_interactive_approval_strangers_and_revocation() {
-    if !std::path::Path::new("/usr/bin/bwrap").exists() {
-        assert!(!component::in_ci(), "bubblewrap missing under CI");
+    if !component::bubblewrap("three_nodes_interactive_approval_strangers_and_revocation") {
         return;
     }
     let a = Node::for_serve("", "");
@@ -315,8 +305,7 @@ fn three_nodes_interactive_approval_strangers_and_revocation() {
 
 #[test]
 fn a_new_peers_first_failure_drops_its_reputation_and_its_session() {
-    if !std::path::Path::new("/usr/bin/bwrap").exists() {
-        assert!(!component::in_ci(), "bubblewrap missing under CI");
+    if !component::bubblewrap("a_new_peers_first_failure_drops_its_reputation_and_its_session") {
         return;
     }
     let a = Node::for_serve("", "");

@@ -23,21 +23,9 @@ fn with_config(toml: &str) -> Node {
     n
 }
 
-fn bwrap_present(test: &str) -> bool {
-    component::require(
-        test,
-        "bubblewrap (user namespaces)",
-        if std::path::Path::new("/usr/bin/bwrap").exists() {
-            Ok(())
-        } else {
-            Err("/usr/bin/bwrap missing (apt install bubblewrap)".into())
-        },
-    )
-}
-
 #[test]
 fn default_status_explains_the_subprocess_sandbox() {
-    if !bwrap_present("default_status_explains_the_subprocess_sandbox") {
+    if !component::bubblewrap("default_status_explains_the_subprocess_sandbox") {
         return;
     }
     let n = Node::new();
@@ -85,7 +73,7 @@ fn default_status_explains_the_subprocess_sandbox() {
 
 #[test]
 fn sandbox_test_passes_with_the_default_configuration() {
-    if !bwrap_present("sandbox_test_passes_with_the_default_configuration") {
+    if !component::bubblewrap("sandbox_test_passes_with_the_default_configuration") {
         return;
     }
     let n = Node::new();
@@ -224,7 +212,7 @@ fn unsafe_container_settings_are_rejected_at_load() {
 
 #[test]
 fn a_running_node_reports_its_own_sandbox_with_command_tools() {
-    if !bwrap_present("a_running_node_reports_its_own_sandbox_with_command_tools") {
+    if !component::bubblewrap("a_running_node_reports_its_own_sandbox_with_command_tools") {
         return;
     }
     let n = Node::for_serve(
