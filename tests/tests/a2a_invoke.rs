@@ -335,3 +335,62 @@ fn a_new_peers_first_failure_drops_its_reputation_and_its_session() {
         "B kept A's session after the reputation drop"
     );
 }
+
+/// Several callers on A at once share one connection to B: every call must come back, none
+/// may fail on the transport (a stream refused by B's per-peer limit, a connection closed
+/// under a caller). Four callers match B's default `maxConcurrentStreamsPerPeer`.
+#[test]
+fn concurrent_callers_share_the_connection_without_losing_calls() {
+    if !component::bubblewrap("concurrent_callers_share_the_connection_without_losing_calls") {
+        return;
+    }
+    let a = Node::for_serve("", "");
+    let sa = a.serve();
+    let b = Node::for_serve(
+        &format!(
+            "{APPROVE}firewallRules = [{{ peerDid = \"{}\", action = \"allow\", tools = [\"shout\"] }}]\n",
+            sa.did()
+        ),
+        SHOUT,
+    );
+    let sb = b.serve();
+    ok(&run(&a, &["p2p", "connect", &sb.tcp_addr()]));
+    ok(&run(&a, &["p2p", "invoke", sb.peer_id(), "shout"]));
+    let peer = sb.peer_id().to_owned();
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let (a, peer) = (&a, &peer);
+                s.spawn(move || {
+                    let mut failed = Vec::new();
+                    for i in 0..15 {
+                        let params = format!(r#"{{"w":{w},"i":{i}}}"#);
+                        let o = run(
+                            a,
+                            &[
+                                "--json", "p2p", "invoke", peer, "shout", "--params", &params,
+                            ],
+                        );
+                        match serde_json::from_str::<Value>(&stdout(&o)) {
+                            Ok(v) if o.status.success() && v["echo"]["i"] == i => {}
+                            _ => failed.push(format!("worker {w} call {i}: {}", stderr(&o))),
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of 60 calls failed:\n{}\nA:\n{}\nB:\n{}",
+        failures.len(),
+        failures.join("\n"),
+        sa.log(),
+        sb.log()
+    );
+}

@@ -28,7 +28,8 @@ use crate::{
     firewall::Firewall,
     node::NodeHandle,
     protocol::{
-        self, Attestation, MAX_TOKEN_BYTES, PROTOCOL, ReadError, Request, Response, Status,
+        self, Attestation, MAX_TOKEN_BYTES, PROTOCOL, ReadError, Request, Response, ResponseError,
+        Status,
     },
     reputation::{Outcome, Reputation, Standing},
     sanitize::ResponseFilter,
@@ -130,6 +131,9 @@ pub struct InteractiveApproval {
 
 /// Most calls waiting at once; more are denied.
 pub const MAX_PENDING_APPROVALS: usize = 100;
+
+/// How many streams a client tries for one request the peer refused before reading.
+const STREAM_ATTEMPTS: u32 = 4;
 
 impl InteractiveApproval {
     /// An empty queue.
@@ -786,6 +790,50 @@ impl Client {
             .sessions()
             .token_for(&did)
             .ok_or_else(|| ClientError::Session(Error::Network("session ended".into())))?;
+        let request = Request {
+            kind: kind.to_owned(),
+            session_token: token.expose().to_owned(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            payload,
+        };
+        // A peer may refuse a stream before reading it (libp2p-stream drops an inbound stream
+        // when its accept queue is full; the per-peer stream limit); then the same request
+        // goes out again on a new stream, but only when it cannot have run: it was never
+        // written, or the stream ended without a byte of answer while the connection stayed
+        // up (a handler that read the request always answers; a lost connection is ambiguous
+        // for a tool call and is reported, not retried).
+        let side_effects = matches!(kind, "tool_invoke" | "tool_invoke_paid");
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let (e, retry) = match self.exchange_once(peer, &request).await {
+                Err(e @ ClientError::Exchange(ResponseError::NotSent(_))) => (e, true),
+                Err(e @ ClientError::Exchange(ResponseError::NoAnswer)) => {
+                    (e, !side_effects || self.connected(peer).await)
+                }
+                r => return r.map(|resp| (resp, did)),
+            };
+            if !retry || attempt >= STREAM_ATTEMPTS {
+                return Err(e);
+            }
+            tracing::debug!(peer = %peer, attempt, "the peer refused the stream; sending again");
+            tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+        }
+    }
+
+    async fn connected(&self, peer: PeerId) -> bool {
+        let id = peer.to_base58();
+        self.node
+            .peers()
+            .await
+            .is_ok_and(|peers| peers.iter().any(|p| p.peer_id == id))
+    }
+
+    async fn exchange_once(
+        &self,
+        peer: PeerId,
+        request: &Request,
+    ) -> std::result::Result<Response, ClientError> {
         let mut control = self.node.streams();
         let mut stream = tokio::time::timeout(
             self.timeout,
@@ -800,17 +848,9 @@ impl Client {
             peer: peer.to_base58(),
             reason: e.to_string(),
         })?;
-        let request = Request {
-            kind: kind.to_owned(),
-            session_token: token.expose().to_owned(),
-            request_id: uuid::Uuid::new_v4().to_string(),
-            payload,
-        };
-        let response =
-            protocol::exchange(&mut stream, &request, self.max_response_bytes, self.timeout)
-                .await
-                .map_err(ClientError::Exchange)?;
-        Ok((response, did))
+        protocol::exchange(&mut stream, request, self.max_response_bytes, self.timeout)
+            .await
+            .map_err(ClientError::Exchange)
     }
 
     /// Invokes `tool` on `peer` with `params` and returns its result.

@@ -364,6 +364,14 @@ pub enum ResponseError {
     /// Not a response object.
     #[error("decode response: {0}")]
     Decode(String),
+    /// The request could not be written: the peer reset the stream first. It never read the
+    /// request, so sending it again on a new stream cannot run anything twice.
+    #[error("send request: {0}")]
+    NotSent(String),
+    /// The peer closed or reset the stream without a single byte of a response: it refused
+    /// the stream before reading (its inbound queue or per-peer stream limit was full).
+    #[error("the peer closed the stream without answering")]
+    NoAnswer,
     /// The response answers another request.
     #[error("response requestId {got:?} does not match {want:?}")]
     RequestIdMismatch {
@@ -392,7 +400,7 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     })
     .await
     .map_err(|_| ResponseError::Timeout)?
-    .map_err(|e| ResponseError::Decode(format!("send request: {e}")))?;
+    .map_err(|e| ResponseError::NotSent(e.to_string()))?;
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     let bytes = read_value(
         stream,
@@ -402,6 +410,9 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         ResponseError::Timeout,
     )
     .await?;
+    if bytes.is_empty() {
+        return Err(ResponseError::NoAnswer);
+    }
     let response: Response =
         serde_json::from_slice(&bytes).map_err(|e| ResponseError::Decode(e.to_string()))?;
     if response.request_id != request.request_id {
@@ -624,5 +635,74 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(e, ResponseError::Timeout);
+    }
+
+    /// A stream the peer refused: either the write fails (reset first) or the stream ends
+    /// with no byte of answer. Both are told apart from a garbled answer, so the client can
+    /// send the request again without risking a second execution.
+    #[tokio::test]
+    async fn refused_streams_are_told_apart_from_bad_answers() {
+        struct Reset;
+        impl AsyncRead for Reset {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                _: &mut [u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::task::Poll::Ready(Ok(0))
+            }
+        }
+        impl AsyncWrite for Reset {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                _: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+            }
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+            fn poll_close(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        let req = Request {
+            kind: "tool_invoke".into(),
+            session_token: "t".into(),
+            request_id: "r".into(),
+            payload: None,
+        };
+        let e = exchange(&mut Reset, &req, 1024, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ResponseError::NotSent(_)), "{e}");
+        let e = exchange(
+            &mut Cursor::new(Vec::new()),
+            &req,
+            1024,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e, ResponseError::NoAnswer);
+        let e = exchange(
+            &mut Stall::new(b"xyz"),
+            &req,
+            1024,
+            Duration::from_millis(200),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            !matches!(e, ResponseError::NoAnswer | ResponseError::NotSent(_)),
+            "{e}"
+        );
     }
 }
