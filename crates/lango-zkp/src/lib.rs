@@ -52,7 +52,7 @@ pub mod wire;
 
 pub use circuits::{CircuitId, IdentitySecret, Witness};
 pub use halo2_proofs::pasta::Fp;
-pub use service::{Proof, ProverService, SCHEME};
+pub use service::{DEFAULT_MAX_PROOF_BYTES, Proof, ProverService, SCHEME};
 
 /// Errors of the proof system. A proof that is well-formed but false is not an error:
 /// [`ProverService::verify`] returns `Ok(false)`.
