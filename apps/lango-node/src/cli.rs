@@ -82,12 +82,68 @@ pub enum Command {
     #[command(subcommand)]
     P2p(P2pCommand),
 
+    /// Zero-knowledge proofs (Halo2, no trusted setup): list the circuits, build or check
+    /// the parameter cache, prove a statement, verify a proof.
+    #[command(subcommand)]
+    Zkp(ZkpCommand),
+
     /// Print a shell completion script.
     ///
     /// Example: lango-node completions bash > /etc/bash_completion.d/lango-node
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ZkpCommand {
+    /// List the circuits: ID, k (log2 of rows), public inputs and verifying-key digest. Two
+    /// nodes whose digests match accept each other's proofs.
+    ///
+    /// Example: lango-node zkp circuits --json
+    Circuits,
+
+    /// Build the public-parameter cache under <data-dir>/zkp/ (one file per k), or check it
+    /// against the pinned digests. A file that does not match is never used: it is rebuilt.
+    ///
+    /// Example: lango-node zkp params --verify
+    Params {
+        /// Only check the cache; exit 1 when a file is missing or wrong.
+        #[arg(long)]
+        verify: bool,
+    },
+
+    /// Prove a statement. The inputs file holds the secret and the public values (see the
+    /// examples in examples/zkp/); the proof is written as JSON.
+    ///
+    /// Example: lango-node zkp prove wallet_ownership/v2 --inputs examples/zkp/wallet_ownership.json --out proof.json
+    Prove {
+        /// Circuit ID (see `zkp circuits`).
+        circuit: String,
+        /// The statement and witness (JSON, at most 64 KiB).
+        #[arg(long, value_name = "FILE")]
+        inputs: PathBuf,
+        /// Write the proof here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+
+    /// Verify a proof. With --inputs, the statement is computed from that file (the
+    /// verifier's own values: the nonce it chose, the DIDs, the identity commitment it
+    /// trusts); without, the proof is checked against the statement it carries, which only
+    /// shows that the prover is self-consistent.
+    ///
+    /// Example: lango-node zkp verify wallet_ownership/v2 --proof proof.json --inputs statement.json
+    Verify {
+        /// Circuit ID the proof must be for.
+        circuit: String,
+        /// The proof (JSON from `zkp prove`).
+        #[arg(long, value_name = "FILE")]
+        proof: PathBuf,
+        /// The verifier's statement (JSON; `idCommitment` instead of `secret`).
+        #[arg(long, value_name = "FILE")]
+        inputs: Option<PathBuf>,
     },
 }
 

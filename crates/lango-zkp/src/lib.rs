@@ -46,6 +46,7 @@
 pub mod circuits;
 pub mod encoding;
 mod gadgets;
+pub mod inputs;
 pub mod params;
 mod service;
 pub mod wire;

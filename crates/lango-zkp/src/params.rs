@@ -102,7 +102,11 @@ pub fn load(source: &ParamsSource, k: u32) -> Result<(Params<EqAffine>, Origin),
         }
         Err(e) => format!("read {}: {e}", file.display()),
     };
-    tracing::warn!(event = "zkp_params_rebuild", k, reason = %reason, "rebuilding the proof parameters");
+    if reason.ends_with("is missing") {
+        tracing::info!(event = "zkp_params_build", k, reason = %reason, "building the proof parameters cache");
+    } else {
+        tracing::warn!(event = "zkp_params_rebuild", k, reason = %reason, "rebuilding the proof parameters");
+    }
     let params = generate(k, &want)?;
     let written = match write_atomic(dir, &file, &to_bytes(&params), &want) {
         Ok(()) => true,

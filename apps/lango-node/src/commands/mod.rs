@@ -5,6 +5,7 @@ pub mod p2p;
 pub mod sandbox;
 pub mod security;
 pub mod serve;
+pub mod zkp;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,10 @@ pub fn run(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::P2p(c) => {
             ctx.init_logging("warn", crate::config::LogFormat::Text);
             p2p::run(ctx, c)
+        }
+        Command::Zkp(c) => {
+            ctx.init_logging("warn", crate::config::LogFormat::Text);
+            zkp::run(ctx, c)
         }
         Command::Completions { shell } => {
             let mut cmd = crate::cli::Cli::command();
