@@ -1,1 +1,174 @@
-fn main() {}
+//! Proof-system costs per circuit (spec §5.5), for `cargo xtask bench`:
+//! - `zkp/params_new/k`: deriving the public parameters for `k`;
+//! - `zkp/keygen/<circuit>`: `keygen_vk` + `keygen_pk`;
+//! - `zkp/prove/<circuit>` and `zkp/verify/<circuit>`: one proof, one verification
+//!   (halo2's `multicore` feature: all cores);
+//! - metric files: proof size in bytes per circuit and the parameter file size per `k`.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
+
+use std::{
+    hint::black_box,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use criterion::Criterion;
+use halo2_proofs::{
+    pasta::{EqAffine, Fp},
+    plonk::{Circuit, keygen_pk, keygen_vk},
+    poly::commitment::Params,
+};
+use lango_zkp::{
+    CircuitId, IdentitySecret, ProverService, Witness,
+    circuits::{
+        Attestation, Balance, Capability, Ownership, balance_commitment, capability_commitment,
+    },
+    encoding,
+    params::{self, ParamsSource},
+};
+use serde_json::json;
+
+fn criterion_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("criterion")
+}
+
+fn write_metric(file: &str, metric: &str, value: f64, unit: &str, note: &str) {
+    let dir = criterion_dir().join("zkp");
+    let body = json!({ "metric": metric, "value": value, "unit": unit, "note": note });
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join(file), body.to_string());
+    }
+}
+
+fn witness(id: CircuitId) -> Witness {
+    let sk = IdentitySecret::generate().unwrap();
+    let binding = encoding::ownership_binding(
+        &[7; 32],
+        "did:lango:a",
+        "did:lango:b",
+        "/lango/handshake/1.1.0",
+    )
+    .unwrap();
+    match id {
+        CircuitId::WalletOwnershipV2 => Witness::Ownership { sk, binding },
+        CircuitId::ResponseAttestationV2 => Witness::Attestation {
+            sk,
+            response: encoding::response_limbs(br#"{"echo":"hi"}"#),
+            req_binding: binding,
+            timestamp: 1_795_000_000,
+            min_timestamp: 1_794_999_700,
+            max_timestamp: 1_795_000_030,
+        },
+        CircuitId::AgentCapabilityV2 => {
+            let (cap_id, salt) = (
+                encoding::capability_id("code-review").unwrap(),
+                Fp::from(99),
+            );
+            let commitment = capability_commitment(sk.commitment(), cap_id, 87, salt);
+            Witness::Capability {
+                sk,
+                cap_id,
+                score: 87,
+                salt,
+                commitment,
+                min_score: 80,
+                binding,
+            }
+        }
+        _ => {
+            let salt = Fp::from(98);
+            let commitment = balance_commitment(sk.commitment(), 2_500_000_000, 21_000_000, salt);
+            Witness::Balance {
+                sk,
+                balance: 2_500_000_000,
+                as_of: 21_000_000,
+                salt,
+                commitment,
+                threshold: 1_000_000_000,
+                binding,
+            }
+        }
+    }
+}
+
+fn keygen<C: Circuit<Fp> + Default>(p: &Params<EqAffine>) {
+    let c = C::default();
+    let vk = keygen_vk(p, &c).unwrap();
+    black_box(keygen_pk(p, vk, &c).unwrap());
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(8));
+
+    let mut g = c.benchmark_group("zkp");
+    for (k, _) in params::PINNED {
+        g.bench_function(format!("params_new/{k}"), |b| {
+            b.iter(|| black_box(Params::<EqAffine>::new(*k)))
+        });
+        let size = params::to_bytes(&Params::<EqAffine>::new(*k)).len();
+        write_metric(
+            &format!("params_k{k}_bytes.json"),
+            &format!("zkp/params_k{k}_bytes"),
+            size as f64,
+            "B",
+            "serialised parameters",
+        );
+    }
+    let p7 = Params::<EqAffine>::new(7);
+    let p11 = Params::<EqAffine>::new(11);
+    g.bench_function("keygen/wallet_ownership_v2", |b| {
+        b.iter(|| keygen::<Ownership>(&p7))
+    });
+    g.bench_function("keygen/response_attestation_v2", |b| {
+        b.iter(|| keygen::<Attestation>(&p11))
+    });
+    g.bench_function("keygen/agent_capability_v2", |b| {
+        b.iter(|| keygen::<Capability>(&p11))
+    });
+    g.bench_function("keygen/balance_range_v2", |b| {
+        b.iter(|| keygen::<Balance>(&p11))
+    });
+
+    let service = ProverService::new(ParamsSource::Memory);
+    for id in CircuitId::ALL {
+        service.compile(id).unwrap();
+        let name = id.as_str().replace('/', "_");
+        let w = witness(id);
+        let public = w.public_inputs().unwrap();
+        g.bench_function(format!("prove/{name}"), |b| {
+            b.iter(|| black_box(service.prove(&w).unwrap()))
+        });
+        let proof = service.prove(&w).unwrap();
+        assert!(service.verify(&proof, &public).unwrap());
+        g.bench_function(format!("verify/{name}"), |b| {
+            b.iter(|| assert!(service.verify(&proof, &public).unwrap()))
+        });
+        eprintln!(
+            "{id}: k = {}, proof {} bytes, {} public inputs",
+            id.k(),
+            proof.data.len(),
+            public.len()
+        );
+        write_metric(
+            &format!("{name}_proof_bytes.json"),
+            &format!("zkp/{name}/proof_bytes"),
+            proof.data.len() as f64,
+            "B",
+            &format!("k = {}, {} public inputs", id.k(), public.len()),
+        );
+    }
+    g.finish();
+    c.final_summary();
+}
