@@ -190,6 +190,7 @@ pub fn poseidon<const L: usize>(message: [Fp; L]) -> Fp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ff::Field;
 
     #[test]
     fn domain_tags_are_the_ascii_read_big_endian() {
