@@ -25,10 +25,7 @@ use halo2_proofs::{
 };
 use lango_zkp::{
     CircuitId, IdentitySecret, ProverService, Witness,
-    circuits::{
-        Attestation, Balance, Capability, Ownership, balance_commitment, capability_commitment,
-    },
-    encoding,
+    circuits::{Attestation, Balance, Capability, Ownership},
     params::{self, ParamsSource},
 };
 use serde_json::json;
@@ -49,54 +46,7 @@ fn write_metric(file: &str, metric: &str, value: f64, unit: &str, note: &str) {
 }
 
 fn witness(id: CircuitId) -> Witness {
-    let sk = IdentitySecret::generate().unwrap();
-    let binding = encoding::ownership_binding(
-        &[7; 32],
-        "did:lango:a",
-        "did:lango:b",
-        "/lango/handshake/1.1.0",
-    )
-    .unwrap();
-    match id {
-        CircuitId::WalletOwnershipV2 => Witness::Ownership { sk, binding },
-        CircuitId::ResponseAttestationV2 => Witness::Attestation {
-            sk,
-            response: encoding::response_limbs(br#"{"echo":"hi"}"#),
-            req_binding: binding,
-            timestamp: 1_795_000_000,
-            min_timestamp: 1_794_999_700,
-            max_timestamp: 1_795_000_030,
-        },
-        CircuitId::AgentCapabilityV2 => {
-            let (cap_id, salt) = (
-                encoding::capability_id("code-review").unwrap(),
-                Fp::from(99),
-            );
-            let commitment = capability_commitment(sk.commitment(), cap_id, 87, salt);
-            Witness::Capability {
-                sk,
-                cap_id,
-                score: 87,
-                salt,
-                commitment,
-                min_score: 80,
-                binding,
-            }
-        }
-        _ => {
-            let salt = Fp::from(98);
-            let commitment = balance_commitment(sk.commitment(), 2_500_000_000, 21_000_000, salt);
-            Witness::Balance {
-                sk,
-                balance: 2_500_000_000,
-                as_of: 21_000_000,
-                salt,
-                commitment,
-                threshold: 1_000_000_000,
-                binding,
-            }
-        }
-    }
+    lango_zkp::testing::example_witness(id, IdentitySecret::generate().unwrap())
 }
 
 fn keygen<C: Circuit<Fp> + Default>(p: &Params<EqAffine>) {

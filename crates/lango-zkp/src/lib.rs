@@ -49,6 +49,8 @@ mod gadgets;
 pub mod inputs;
 pub mod params;
 mod service;
+#[doc(hidden)]
+pub mod testing;
 pub mod wire;
 
 pub use circuits::{CircuitId, IdentitySecret, Witness};

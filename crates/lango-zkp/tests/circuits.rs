@@ -6,10 +6,7 @@ use ff::Field;
 use halo2_proofs::{dev::MockProver, pasta::Fp};
 use lango_zkp::{
     CircuitId, IdentitySecret, Witness,
-    circuits::{
-        Attestation, Balance, Capability, Ownership, Private, balance_commitment,
-        capability_commitment,
-    },
+    circuits::{Attestation, Balance, Capability, Ownership, Private},
     encoding::{dom_bal, dom_cap, dom_id, fe_to_bytes, poseidon},
 };
 
@@ -41,45 +38,7 @@ fn two64() -> Fp {
 
 /// A valid witness for each circuit.
 fn valid(id: CircuitId) -> Witness {
-    let sk = IdentitySecret::generate().unwrap();
-    let binding = Fp::from(0xb1d);
-    match id {
-        CircuitId::WalletOwnershipV2 => Witness::Ownership { sk, binding },
-        CircuitId::ResponseAttestationV2 => Witness::Attestation {
-            sk,
-            response: (Fp::from(11), Fp::from(12)),
-            req_binding: Fp::from(13),
-            timestamp: 1_700_000_000,
-            min_timestamp: 1_699_999_700,
-            max_timestamp: 1_700_000_030,
-        },
-        CircuitId::AgentCapabilityV2 => {
-            let (cap_id, salt) = (Fp::from(77), Fp::from(0x5a17));
-            let commitment = capability_commitment(sk.commitment(), cap_id, 80, salt);
-            Witness::Capability {
-                sk,
-                cap_id,
-                score: 80,
-                salt,
-                commitment,
-                min_score: 70,
-                binding,
-            }
-        }
-        CircuitId::BalanceRangeV2 => {
-            let salt = Fp::from(0x5a17);
-            let commitment = balance_commitment(sk.commitment(), 5_000_000, 123, salt);
-            Witness::Balance {
-                sk,
-                balance: 5_000_000,
-                as_of: 123,
-                salt,
-                commitment,
-                threshold: 1_000_000,
-                binding,
-            }
-        }
-    }
+    lango_zkp::testing::example_witness(id, IdentitySecret::generate().unwrap())
 }
 
 /// MockProver re-synthesises from the instance it is given, so it accepts any *true*

@@ -8,10 +8,8 @@ use std::sync::{Arc, OnceLock};
 
 use ff::Field;
 use lango_zkp::{
-    CircuitId, Error, Fp, IdentitySecret, Proof, ProverService, Witness,
-    circuits::{Private, balance_commitment, capability_commitment},
-    encoding::{self, ownership_binding},
-    params::ParamsSource,
+    CircuitId, Error, Fp, IdentitySecret, Proof, ProverService, Witness, circuits::Private,
+    encoding::ownership_binding, params::ParamsSource, testing::example_witness as witness,
     wire::ProofJson,
 };
 
@@ -25,56 +23,6 @@ fn service() -> &'static ProverService {
         }
         s
     })
-}
-
-fn witness(id: CircuitId, sk: IdentitySecret) -> Witness {
-    let binding = ownership_binding(
-        &[7; 32],
-        "did:lango:a",
-        "did:lango:b",
-        "/lango/handshake/1.1.0",
-    )
-    .unwrap();
-    match id {
-        CircuitId::WalletOwnershipV2 => Witness::Ownership { sk, binding },
-        CircuitId::ResponseAttestationV2 => Witness::Attestation {
-            sk,
-            response: encoding::response_limbs(br#"{"echo":"hi"}"#),
-            req_binding: Fp::from(13),
-            timestamp: 1_700_000_000,
-            min_timestamp: 1_699_999_700,
-            max_timestamp: 1_700_000_030,
-        },
-        CircuitId::AgentCapabilityV2 => {
-            let (cap_id, salt) = (
-                encoding::capability_id("code-review").unwrap(),
-                Fp::from(99),
-            );
-            let commitment = capability_commitment(sk.commitment(), cap_id, 80, salt);
-            Witness::Capability {
-                sk,
-                cap_id,
-                score: 80,
-                salt,
-                commitment,
-                min_score: 70,
-                binding,
-            }
-        }
-        CircuitId::BalanceRangeV2 => {
-            let salt = Fp::from(98);
-            let commitment = balance_commitment(sk.commitment(), 5_000_000, 123, salt);
-            Witness::Balance {
-                sk,
-                balance: 5_000_000,
-                as_of: 123,
-                salt,
-                commitment,
-                threshold: 1_000_000,
-                binding,
-            }
-        }
-    }
 }
 
 fn proved(id: CircuitId) -> (Proof, Vec<Fp>) {
