@@ -684,7 +684,13 @@ impl NodeTask {
                     let _ = reply.send(Ok(peer));
                     return;
                 }
-                let opts = DialOpts::peer_id(peer).addresses(vec![addr]).build();
+                // `Disconnected`, not the default `DisconnectedAndNotDialing`: the node may be
+                // redialing this peer on its own (a known peer that restarted), and the
+                // operator's connect must not fail because of that.
+                let opts = DialOpts::peer_id(peer)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::Disconnected)
+                    .addresses(vec![addr])
+                    .build();
                 let id = opts.connection_id();
                 match self.swarm.dial(opts) {
                     Ok(()) => {
