@@ -344,11 +344,13 @@ fn concurrent_callers_share_the_connection_without_losing_calls() {
     if !component::bubblewrap("concurrent_callers_share_the_connection_without_losing_calls") {
         return;
     }
-    let a = Node::for_serve("", "");
+    // Both with ZK handshakes on: the identity is created in the vault and the keys are
+    // generated in the background without delaying anything.
+    let a = Node::for_serve("zkHandshake = true\n", "");
     let sa = a.serve();
     let b = Node::for_serve(
         &format!(
-            "{APPROVE}firewallRules = [{{ peerDid = \"{}\", action = \"allow\", tools = [\"shout\"] }}]\n",
+            "zkHandshake = true\n{APPROVE}firewallRules = [{{ peerDid = \"{}\", action = \"allow\", tools = [\"shout\"] }}]\n",
             sa.did()
         ),
         SHOUT,

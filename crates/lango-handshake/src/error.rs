@@ -118,6 +118,10 @@ pub enum Error {
     /// The response carries no signature (I-7).
     #[error("no proof or signature in response")]
     NoProofOrSignature,
+    /// The responder sent a ZK ownership proof in a scheme we advertised, and it failed: the
+    /// peer claimed ZK support and did not back it (kms-and-zk spec §3.14.2).
+    #[error("zero-knowledge ownership proof failed")]
+    ZkProofInvalid,
     /// A KEM ciphertext in a response to a challenge that offered no KEM key (I-8).
     #[error("unexpected KEM ciphertext in response")]
     UnexpectedKem,
@@ -192,6 +196,7 @@ impl Error {
             Self::ApprovalDenied => "approval_denied",
             Self::NonceMismatch => "nonce_mismatch",
             Self::NoProofOrSignature => "no_proof_or_signature",
+            Self::ZkProofInvalid => "zk_proof_invalid",
             Self::UnexpectedKem => "unexpected_kem",
             Self::MalformedToken => "malformed_token",
             Self::DuplicateToken => "duplicate_token",
@@ -227,6 +232,7 @@ impl Error {
             self,
             Self::NonceReplay
                 | Self::BadSignatureEncoding(_)
+                | Self::ZkProofInvalid
                 | Self::SignatureMismatch
                 | Self::LegacySignatureRejected
                 | Self::DidKeyMismatch

@@ -27,6 +27,7 @@ use crate::clock::{Clock, check_timestamp, unix_seconds};
 use crate::hooks::RevocationCheck;
 use crate::hooks::{
     ApprovalHook, DowngradePins, NoZk, PendingHandshake, ZkHook, ZkInputs, ZkOutcome,
+    ZkProofFields, ZkProver,
 };
 use crate::legacy::{
     InitiatorAuth, UnsignedReason, check_sender_did, classify_challenge, local_expiry,
@@ -265,6 +266,7 @@ pub struct Responder {
     approval: Option<Arc<dyn ApprovalHook>>,
     pins: Option<Arc<dyn DowngradePins>>,
     revocations: Option<Arc<dyn RevocationCheck>>,
+    zk_prover: Option<Arc<dyn ZkProver>>,
     config: HandshakeConfig,
     limits: Mutex<Limits>,
     warned: Mutex<HashSet<String>>,
@@ -307,11 +309,20 @@ impl Responder {
             approval: None,
             pins: None,
             revocations: None,
+            zk_prover: None,
             config,
             limits: Mutex::new(Limits::default()),
             warned: Mutex::new(HashSet::new()),
             nonce_source: Arc::new(os_nonce),
         }
+    }
+
+    /// Adds a ZK ownership prover: legacy responses to initiators that advertise its scheme
+    /// carry a proof next to the signature (never instead of it).
+    #[must_use]
+    pub fn with_zk_prover(mut self, prover: Arc<dyn ZkProver>) -> Self {
+        self.zk_prover = Some(prover);
+        self
     }
 
     /// Adds the approval hook.
@@ -520,7 +531,29 @@ impl Responder {
         .await?;
 
         //
-        let resp: ChallengeResponse = sign_response(&*self.wallet, &nonce).await?;
+        let mut resp: ChallengeResponse = sign_response(&*self.wallet, &nonce).await?;
+        if let Some(prover) = &self.zk_prover
+            && ch.zk_schemes.iter().any(|s| s == prover.scheme())
+        {
+            let inputs = ZkInputs {
+                nonce: &nonce,
+                public_key: &resp.public_key,
+                initiator_did: did.as_str(),
+                responder_did: own_did.as_str(),
+                protocol_id: ctx.protocol.id(),
+            };
+            match prover.prove(inputs).await {
+                Ok(f) => {
+                    resp.zk_scheme = f.scheme;
+                    resp.zk_proof = f.proof;
+                    resp.zk_id_commitment = f.id_commitment;
+                    resp.zk_tag = f.tag;
+                    resp.zk_id_binding = f.id_binding;
+                }
+                Err(e) => tracing::warn!(event = "zk_prove_failed", peer = remote, error = %e,
+                    "answering with the signature only"),
+            }
+        }
         write_message(reader.get_mut(), &resp).await?;
 
         //
@@ -826,7 +859,8 @@ impl Initiator {
         // I-2 … I-4
         let nonce = (self.nonce_source)()?;
         let ts = unix_seconds(self.clock.now());
-        let challenge = sign_challenge(&*self.wallet, &nonce, ts).await?;
+        let mut challenge = sign_challenge(&*self.wallet, &nonce, ts).await?;
+        challenge.zk_schemes = self.zk.schemes();
         let mut reader = MessageReader::with_limit(stream, self.config.message_limit());
         write_message(reader.get_mut(), &challenge).await?;
 
@@ -840,21 +874,35 @@ impl Initiator {
         }
         check_revoked(self.revocations.as_ref(), verified.did.as_str())?;
 
-        // Z-4: a proof can only add to the verified signature.
-        let zk_verified = verified.zk_proof_present
-            && self
-                .zk
-                .verify(
-                    &resp.zk_proof,
-                    ZkInputs {
-                        nonce: &nonce,
-                        public_key: &resp.public_key,
-                        initiator_peer_id: &ctx.local_peer_id,
-                        responder_peer_id: remote,
-                    },
-                )
-                .await
-                == ZkOutcome::Verified;
+        // Z-4: a proof can only add to the verified signature. One in a scheme we did not
+        // advertise (Go's, or none) is ignored; one in our scheme must verify.
+        let zk_verified = if verified.zk_proof_present
+            && !resp.zk_scheme.is_empty()
+            && challenge.zk_schemes.contains(&resp.zk_scheme)
+        {
+            let fields = ZkProofFields {
+                scheme: resp.zk_scheme.clone(),
+                proof: resp.zk_proof.clone(),
+                id_commitment: resp.zk_id_commitment.clone(),
+                tag: resp.zk_tag.clone(),
+                id_binding: resp.zk_id_binding.clone(),
+            };
+            let own_did = challenge.sender_did.as_str();
+            let inputs = ZkInputs {
+                nonce: &nonce,
+                public_key: &resp.public_key,
+                initiator_did: own_did,
+                responder_did: verified.did.as_str(),
+                protocol_id: ctx.protocol.id(),
+            };
+            match self.zk.verify(&fields, inputs).await {
+                ZkOutcome::Verified => true,
+                ZkOutcome::Unsupported => false,
+                ZkOutcome::Invalid => return Err(Error::ZkProofInvalid),
+            }
+        } else {
+            false
+        };
 
         // I-12
         let issued = self

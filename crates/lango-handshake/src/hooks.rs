@@ -63,35 +63,71 @@ pub enum ZkOutcome {
     Invalid,
 }
 
-/// The public inputs a ZK ownership proof must be bound to (Z-4).
+/// What a ZK ownership proof is bound to (Z-4, kms-and-zk spec §3.11.1): this handshake's
+/// nonce, both DIDs and the protocol, plus the responder's wallet key that certifies the
+/// identity commitment.
 #[derive(Debug, Clone, Copy)]
 pub struct ZkInputs<'a> {
     /// The challenge nonce.
     pub nonce: &'a [u8],
-    /// The prover's 33-byte wallet key.
+    /// The responder's 33-byte wallet key.
     pub public_key: &'a [u8],
-    /// The initiator's node peer ID.
-    pub initiator_peer_id: &'a str,
-    /// The responder's node peer ID.
-    pub responder_peer_id: &'a str,
+    /// The initiator's DID.
+    pub initiator_did: &'a str,
+    /// The responder's DID.
+    pub responder_did: &'a str,
+    /// The handshake protocol ID (`/lango/handshake/1.1.0`, ...).
+    pub protocol_id: &'a str,
 }
 
-/// A zero-knowledge proof of wallet ownership. Z-4: a proof only ever comes **in addition** to
-/// the signature, never instead of it; the signature is always checked first.
+/// The ZK fields of a challenge response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ZkProofFields {
+    /// `<scheme>/<circuit>`, e.g. `halo2-ipa-pasta/wallet_ownership/v2`.
+    pub scheme: String,
+    /// The proof transcript.
+    pub proof: Vec<u8>,
+    /// The prover's 32-byte identity commitment.
+    pub id_commitment: Vec<u8>,
+    /// The 32-byte tag over this handshake's binding.
+    pub tag: Vec<u8>,
+    /// The wallet's 65-byte signature certifying the identity commitment.
+    pub id_binding: Vec<u8>,
+}
+
+/// Verifies zero-knowledge proofs of ownership (initiator side). Z-4: a proof only ever comes
+/// **in addition** to the signature, never instead of it; the signature is always checked
+/// first, and a proof is only looked at when its scheme is one this hook advertised.
 #[async_trait]
 pub trait ZkHook: Send + Sync {
+    /// The schemes advertised in this node's challenges (`zkSchemes`); empty for none.
+    fn schemes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Verifies a received proof. Only called after the response signature verified.
-    async fn verify(&self, proof: &[u8], inputs: ZkInputs<'_>) -> ZkOutcome;
+    async fn verify(&self, fields: &ZkProofFields, inputs: ZkInputs<'_>) -> ZkOutcome;
 }
 
-/// The only ZK hook there is for now: every proof is [`ZkOutcome::Unsupported`], so
-/// `zk_verified` stays false (Z-4).
+/// Proves ownership (responder side), for initiators that advertised [`Self::scheme`].
+#[async_trait]
+pub trait ZkProver: Send + Sync {
+    /// The scheme this prover produces.
+    fn scheme(&self) -> &str;
+
+    /// A proof bound to `inputs`, or why none could be made (the response then carries the
+    /// signature only).
+    async fn prove(&self, inputs: ZkInputs<'_>) -> Result<ZkProofFields, String>;
+}
+
+/// No ZK: nothing advertised, every proof [`ZkOutcome::Unsupported`], so `zk_verified`
+/// stays false (Z-4).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoZk;
 
 #[async_trait]
 impl ZkHook for NoZk {
-    async fn verify(&self, _proof: &[u8], _inputs: ZkInputs<'_>) -> ZkOutcome {
+    async fn verify(&self, _fields: &ZkProofFields, _inputs: ZkInputs<'_>) -> ZkOutcome {
         ZkOutcome::Unsupported
     }
 }

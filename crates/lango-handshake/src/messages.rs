@@ -43,6 +43,13 @@ pub struct Challenge {
     /// Upstream HEAD: the KEM algorithm name (omitted when empty; Rust never sets it).
     #[serde(with = "go::string", skip_serializing_if = "String::is_empty")]
     pub kem_algorithm: String,
+    /// lango-rs: the ZK ownership schemes this initiator verifies, e.g.
+    /// `halo2-ipa-pasta/wallet_ownership/v2` (omitted when empty). Go responders ignore it;
+    /// a Rust responder sends a proof only when it is present (Go initiators abort on a
+    /// proof they cannot verify). Not covered by the challenge signature: removing it only
+    /// turns the proof off.
+    #[serde(with = "go::strings", skip_serializing_if = "Vec::is_empty")]
+    pub zk_schemes: Vec<String>,
 }
 
 /// M1 of the legacy protocol (responder → initiator), Go type `ChallengeResponse`.
@@ -55,7 +62,8 @@ pub struct ChallengeResponse {
     /// 65-byte signature over Keccak-256(nonce) (omitted when empty).
     #[serde(with = "go::bytes", skip_serializing_if = "Vec::is_empty")]
     pub signature: Vec<u8>,
-    /// An opaque ZK proof (omitted when empty; Rust never sends one, Z-4).
+    /// A ZK ownership proof (omitted when empty). Rust sends one only to an initiator that
+    /// advertised `zkSchemes`, always next to the signature (Z-4).
     #[serde(with = "go::bytes", skip_serializing_if = "Vec::is_empty")]
     pub zk_proof: Vec<u8>,
     /// The responder's DID.
@@ -70,6 +78,20 @@ pub struct ChallengeResponse {
     /// Upstream HEAD: a KEM ciphertext (omitted when empty; refused by Rust initiators, I-8).
     #[serde(with = "go::bytes", skip_serializing_if = "Vec::is_empty")]
     pub kem_ciphertext: Vec<u8>,
+    /// lango-rs: the proof's scheme and circuit (omitted when empty). A proof without one
+    /// (Go's) is ignored.
+    #[serde(with = "go::string", skip_serializing_if = "String::is_empty")]
+    pub zk_scheme: String,
+    /// lango-rs: the prover's 32-byte ZK identity commitment (omitted when empty).
+    #[serde(with = "go::bytes", skip_serializing_if = "Vec::is_empty")]
+    pub zk_id_commitment: Vec<u8>,
+    /// lango-rs: the proof's 32-byte tag over this handshake's binding (omitted when empty).
+    #[serde(with = "go::bytes", skip_serializing_if = "Vec::is_empty")]
+    pub zk_tag: Vec<u8>,
+    /// lango-rs: the wallet's 65-byte signature certifying the identity commitment (omitted
+    /// when empty).
+    #[serde(with = "go::bytes", skip_serializing_if = "Vec::is_empty")]
+    pub zk_id_binding: Vec<u8>,
 }
 
 /// M2 of the legacy protocol (initiator → responder), Go type `SessionAck`.

@@ -104,6 +104,52 @@ pub(crate) mod go {
         }
     }
 
+    /// `[]string`: a JSON array of strings; `null` or absent reads as empty. At most
+    /// [`MAX_STRINGS`] entries (the whole message is size-bounded as well).
+    pub mod strings {
+        use super::*;
+
+        /// The longest list accepted.
+        pub const MAX_STRINGS: usize = 16;
+
+        pub fn serialize<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            let mut seq = s.serialize_seq(Some(v.len()))?;
+            for x in v {
+                seq.serialize_element(x)?;
+            }
+            seq.end()
+        }
+
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<String>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of strings or null")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Vec<String>, E> {
+                Ok(Vec::new())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Vec<String>, E> {
+                Ok(Vec::new())
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<String>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(x) = a.next_element::<String>()? {
+                    if out.len() == MAX_STRINGS {
+                        return Err(de::Error::custom("too many entries"));
+                    }
+                    out.push(x);
+                }
+                Ok(out)
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+            d.deserialize_any(V)
+        }
+    }
+
     /// `int64`: a plain decimal. Accepts `null` (Go leaves the field at 0). Refuses fractions,
     /// exponents, strings and values outside the `i64` range.
     pub mod int64 {

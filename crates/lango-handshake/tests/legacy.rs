@@ -244,6 +244,7 @@ fn head_kem_challenges_sign_over_the_kem_fields() {
         signature_algorithm: "secp256k1-keccak256".to_owned(),
         kem_public_key: kem_pub,
         kem_algorithm: "X25519-MLKEM768".to_owned(),
+        zk_schemes: Vec::new(),
     };
     assert!(validate(&ch, true).unwrap().auth.is_authenticated());
     // The same KEM fields with a signature over CP only: refused.

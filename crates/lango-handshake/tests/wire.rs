@@ -391,10 +391,11 @@ fn encoder_field_order_and_omitempty_follow_the_go_structs() {
         signature_algorithm: "a".into(),
         kem_public_key: vec![4],
         kem_algorithm: "k".into(),
+        zk_schemes: vec!["z".into()],
     };
     assert_eq!(
         wire::encode_line(&ch).unwrap(),
-        br#"{"nonce":"AQ==","timestamp":-5,"senderDid":"d","publicKey":"Ag==","signature":"Aw==","signatureAlgorithm":"a","kemPublicKey":"BA==","kemAlgorithm":"k"}
+        br#"{"nonce":"AQ==","timestamp":-5,"senderDid":"d","publicKey":"Ag==","signature":"Aw==","signatureAlgorithm":"a","kemPublicKey":"BA==","kemAlgorithm":"k","zkSchemes":["z"]}
 "#
     );
     let r = ChallengeResponse {
@@ -405,10 +406,14 @@ fn encoder_field_order_and_omitempty_follow_the_go_structs() {
         public_key: vec![4],
         signature_algorithm: "a".into(),
         kem_ciphertext: vec![5],
+        zk_scheme: "z".into(),
+        zk_id_commitment: vec![6],
+        zk_tag: vec![7],
+        zk_id_binding: vec![8],
     };
     assert_eq!(
         wire::encode_line(&r).unwrap(),
-        br#"{"nonce":"AQ==","signature":"Ag==","zkProof":"Aw==","did":"d","publicKey":"BA==","signatureAlgorithm":"a","kemCiphertext":"BQ=="}
+        br#"{"nonce":"AQ==","signature":"Ag==","zkProof":"Aw==","did":"d","publicKey":"BA==","signatureAlgorithm":"a","kemCiphertext":"BQ==","zkScheme":"z","zkIdCommitment":"Bg==","zkTag":"Bw==","zkIdBinding":"CA=="}
 "#
     );
     // publicKey is not omitempty in Go: a nil key is null.
@@ -491,7 +496,7 @@ prop_compose! {
                    public_key in bytes(), signature in bytes(), signature_algorithm in text(),
                    kem_public_key in bytes(), kem_algorithm in text()) -> Challenge {
         Challenge { nonce, timestamp, sender_did, public_key, signature, signature_algorithm,
-                    kem_public_key, kem_algorithm }
+                    kem_public_key, kem_algorithm, zk_schemes: Vec::new() }
     }
 }
 
@@ -500,7 +505,7 @@ prop_compose! {
                   public_key in bytes(), signature_algorithm in text(), kem_ciphertext in bytes())
                   -> ChallengeResponse {
         ChallengeResponse { nonce, signature, zk_proof, did, public_key, signature_algorithm,
-                            kem_ciphertext }
+                            kem_ciphertext, ..ChallengeResponse::default() }
     }
 }
 

@@ -62,6 +62,9 @@ pub struct PeerAuthOptions {
     pub reputation: Option<Reputation>,
     /// Persistent downgrade pins.
     pub pins: Pins,
+    /// ZK ownership proofs in legacy handshakes (`p2p.zkHandshake`): verified as initiator,
+    /// produced as responder when it holds an identity.
+    pub zk: Option<Arc<crate::zk::ZkOwnership>>,
 }
 
 /// A handshake that completed, as the initiator saw it.
@@ -186,24 +189,30 @@ impl PeerAuth {
         let wallet: Arc<dyn lango_handshake::signer::Wallet> = opts.wallet.clone();
         let pins: Arc<dyn lango_handshake::hooks::DowngradePins> = Arc::new(opts.pins.clone());
         let revoked: Arc<dyn RevocationCheck> = Arc::new(opts.revocations.clone());
-        let responder = Arc::new(
-            Responder::new(
-                wallet.clone(),
-                opts.sessions.clone(),
-                nonce_cache.clone(),
-                clock.clone(),
-                hs.clone(),
-            )
-            .with_approval(Arc::new(PolicyApproval::new(
-                &opts.config,
-                opts.reputation.clone(),
-            )))
-            .with_pins(pins.clone())
-            .with_revocations(revoked.clone()),
-        );
+        let responder = Responder::new(
+            wallet.clone(),
+            opts.sessions.clone(),
+            nonce_cache.clone(),
+            clock.clone(),
+            hs.clone(),
+        )
+        .with_approval(Arc::new(PolicyApproval::new(
+            &opts.config,
+            opts.reputation.clone(),
+        )))
+        .with_pins(pins.clone())
+        .with_revocations(revoked.clone());
+        let responder = Arc::new(match &opts.zk {
+            Some(zk) if zk.can_prove() => responder.with_zk_prover(zk.clone()),
+            _ => responder,
+        });
         let initiator = Initiator::new(wallet, opts.sessions.clone(), clock, hs)
             .with_pins(pins)
             .with_revocations(revoked);
+        let initiator = match &opts.zk {
+            Some(zk) => initiator.with_zk(zk.clone()),
+            None => initiator,
+        };
         let events = SecurityEventHandler::from_config(
             opts.sessions.clone(),
             &opts.config.session_config(),

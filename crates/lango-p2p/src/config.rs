@@ -101,7 +101,11 @@ pub struct P2pConfig {
     /// Skip approval for a peer that already holds an authenticated session, and approve
     /// peers whose reputation is at least `minTrustScore`.
     pub auto_approve_known_peers: bool,
-    /// Shown by `p2p status`; has no effect on authentication (no ZK in the handshake).
+    /// ZK ownership proofs in legacy handshakes: as initiator, advertise
+    /// `halo2-ipa-pasta/wallet_ownership/v2` and verify the proof a responder adds (a session
+    /// is `zkVerified` only then); as responder, add a proof for initiators that advertise it.
+    /// Creates the ZK identity `p2p.zk.identity` in the vault on first start. Always in
+    /// addition to the wallet signature, never instead.
     pub zk_handshake: bool,
     /// Register and offer the legacy 1.0.0/1.1.0 handshakes (Go interop). `false` for
     /// lango-rs-only networks.

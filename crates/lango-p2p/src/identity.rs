@@ -289,6 +289,36 @@ pub async fn load_or_create_wallet(store: &SecretsStore) -> Result<(WalletKey, b
     }
 }
 
+/// Loads the ZK identity secret (kms-and-zk spec §3.10.5), generating it only when the store
+/// says *not found*.
+pub async fn load_or_create_zk_identity(store: &SecretsStore) -> Result<lango_zkp::IdentitySecret> {
+    match store
+        .get(crate::zk::IDENTITY_SECRET_NAME, Caller::Operator)
+        .await
+    {
+        Ok(bytes) => lango_zkp::IdentitySecret::from_bytes(bytes.expose())
+            .map_err(|e| identity_err("parse the ZK identity from the secrets store", e)),
+        Err(lango_secrets::Error::NotFound(_)) => {
+            let sk = lango_zkp::IdentitySecret::generate()
+                .map_err(|e| identity_err("generate a ZK identity", e))?;
+            store
+                .create(
+                    crate::zk::IDENTITY_SECRET_NAME,
+                    &sk.to_bytes()[..],
+                    Caller::Operator,
+                )
+                .await
+                .map_err(|e| identity_err("store the ZK identity in the secrets store", e))?;
+            tracing::info!(event = "zk_identity_generated", "generated a ZK identity");
+            Ok(sk)
+        }
+        Err(e) => Err(identity_err(
+            "read the ZK identity from the secrets store",
+            e,
+        )),
+    }
+}
+
 /// The libp2p keypair for a node key (the seed is copied through a wiped buffer).
 pub fn libp2p_keypair(key: &NodeKey) -> Result<libp2p::identity::Keypair> {
     let mut seed = *key.seed().expose();

@@ -32,6 +32,7 @@ pub mod rules;
 pub mod sanitize;
 #[cfg(test)]
 mod test_support;
+pub mod zk;
 
 pub use error::{Error, Result};
 

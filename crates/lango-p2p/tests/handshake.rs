@@ -84,6 +84,7 @@ impl Peer {
                 revocations: self.revocations.clone(),
                 reputation: None,
                 pins: Pins::load(self.db.pool().clone()).await.unwrap(),
+                zk: None,
             },
         )
         .unwrap()

@@ -324,7 +324,24 @@ async fn run_node(
         credential_verifier: None,
     })
     .await?;
-    let auth = match start_auth(&node, &p2p_config, &wallet, db, &revocations, &reputation).await {
+    let zk = match start_zk(&p2p_config, &store, &wallet, &ctx.data_dir).await {
+        Ok(zk) => zk,
+        Err(e) => {
+            let _ = node.shutdown().await;
+            return Err(e);
+        }
+    };
+    let auth = match start_auth(
+        &node,
+        &p2p_config,
+        &wallet,
+        db,
+        &revocations,
+        &reputation,
+        zk,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => {
             let _ = node.shutdown().await;
@@ -542,6 +559,37 @@ fn start_a2a(
     Ok((server, client, firewall))
 }
 
+/// ZK ownership proofs for legacy handshakes when `p2p.zkHandshake` is on: the identity from
+/// the vault (created on first use), the parameter cache under `<data-dir>/zkp/`, keys
+/// generated in the background.
+async fn start_zk(
+    p2p: &lango_p2p::config::P2pConfig,
+    store: &lango_secrets::SecretsStore,
+    wallet: &Arc<lango_crypto::wallet::WalletKey>,
+    data_dir: &std::path::Path,
+) -> Result<Option<Arc<lango_p2p::zk::ZkOwnership>>> {
+    if !p2p.zk_handshake {
+        return Ok(None);
+    }
+    let sk = identity::load_or_create_zk_identity(store).await?;
+    let service = Arc::new(lango_zkp::ProverService::new(
+        lango_zkp::params::ParamsSource::Dir(data_dir.join("zkp")),
+    ));
+    let zk = Arc::new(
+        lango_p2p::zk::ZkOwnership::prover(service, sk, &**wallet)
+            .await
+            .map_err(|e| anyhow::anyhow!("ZK identity: {e}"))?,
+    );
+    // Keys in the background: start-up never waits for them.
+    let warm = zk.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.warm_up().await {
+            tracing::warn!(error = %e, "ZK handshake keys could not be generated");
+        }
+    });
+    Ok(Some(zk))
+}
+
 /// Sessions, pins and the handshake protocols on the started node.
 async fn start_auth(
     node: &NodeHandle,
@@ -550,6 +598,7 @@ async fn start_auth(
     db: &lango_store::Database,
     revocations: &Revocations,
     reputation: &Reputation,
+    zk: Option<Arc<lango_p2p::zk::ZkOwnership>>,
 ) -> Result<PeerAuth> {
     let sessions = SessionStore::new(&p2p.session_config()).context("create the session store")?;
     let pins = Pins::load(db.pool().clone()).await?;
@@ -562,6 +611,7 @@ async fn start_auth(
             revocations: revocations.clone(),
             reputation: Some(reputation.clone()),
             pins,
+            zk,
         },
     )?)
 }
