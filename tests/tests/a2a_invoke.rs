@@ -396,3 +396,66 @@ fn concurrent_callers_share_the_connection_without_losing_calls() {
         sb.log()
     );
 }
+
+/// Response attestations end to end (issue 8): B attests its tool results with a Halo2 proof
+/// bound to A's request, A's nonce and window and the exact result bytes; A, which requires
+/// attestations, verifies it. Against C, which does not attest, the same call fails on A.
+#[test]
+fn attested_results_verify_on_the_caller_and_missing_attestations_fail_when_required() {
+    if !component::bubblewrap(
+        "attested_results_verify_on_the_caller_and_missing_attestations_fail_when_required",
+    ) {
+        return;
+    }
+    let a = Node::for_serve("zkAttestation = true\nzkp.requireAttestation = true\n", "");
+    let sa = a.serve();
+    let allow = format!(
+        "{APPROVE}firewallRules = [{{ peerDid = \"{}\", action = \"allow\", tools = [\"shout\"] }}]\n",
+        sa.did()
+    );
+    let b = Node::for_serve(&format!("zkAttestation = true\n{allow}"), SHOUT);
+    let c = Node::for_serve(&allow, SHOUT);
+    let (sb, sc) = (b.serve(), c.serve());
+    ok(&run(&a, &["p2p", "connect", &sb.tcp_addr()]));
+    ok(&run(&a, &["p2p", "connect", &sc.tcp_addr()]));
+    // B generates its keys in the background; a response that cannot be attested within
+    // 5 s goes out without an attestation, which A would (rightly) refuse.
+    assert!(
+        lango_e2e::wait_for(120, || sb.log().contains("zk_keys_ready").then_some(())).is_some(),
+        "B never reported its ZK keys ready:\n{}",
+        sb.log()
+    );
+    let o = run(
+        &a,
+        &[
+            "--json",
+            "p2p",
+            "invoke",
+            sb.peer_id(),
+            "shout",
+            "--params",
+            r#"{"n":1}"#,
+        ],
+    );
+    assert!(o.status.success(), "{}\nB:\n{}", stderr(&o), sb.log());
+    let out = stdout(&o);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["echo"]["n"], 1);
+    assert!(
+        sa.log().contains("response attestation verified"),
+        "A did not verify B's attestation:\n{}",
+        sa.log()
+    );
+    let refused = run(
+        &a,
+        &["p2p", "invoke", sc.peer_id(), "shout", "--params", "{}"],
+    );
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    assert!(
+        stderr(&refused).contains(
+            "attestation required: shout: the response carries no verifiable attestation"
+        ),
+        "{}",
+        stderr(&refused)
+    );
+}

@@ -253,15 +253,80 @@ pub trait PaymentGate: Send + Sync {
     ) -> std::result::Result<PaymentDecision, String>;
 }
 
-/// Attests successful responses (the ZK issue implements it).
+/// What a response attestation is bound to (kms-and-zk spec §3.11.2).
+#[derive(Debug, Clone)]
+pub struct AttestRequest<'a> {
+    /// The request's ID.
+    pub request_id: &'a str,
+    /// The requester's DID (its session's).
+    pub requester_did: &'a str,
+    /// The request type.
+    pub request_type: &'a str,
+    /// The tool called.
+    pub tool_name: &'a str,
+    /// The exact bytes of the `result` value as it will be sent.
+    pub result_bytes: &'a [u8],
+    /// The requester's `zkAttest` (nonce and window), when it sent one.
+    pub zk_attest: Option<ZkAttest>,
+}
+
+/// A requester's `"zkAttest": {"nonce": <b64 32 bytes>, "minTs": u64, "maxTs": u64}`: the
+/// responder must prove a time inside this window, bound to this nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZkAttest {
+    /// 32 random bytes chosen by the requester.
+    pub nonce: [u8; 32],
+    /// The window's start (requester's clock).
+    pub min_ts: u64,
+    /// The window's end.
+    pub max_ts: u64,
+}
+
+/// Longest attestation window a requester may ask for.
+pub const MAX_ATTEST_WINDOW_SECS: u64 = 3600;
+
+impl ZkAttest {
+    /// Reads `zkAttest` from a request payload; `None` when absent or malformed (a malformed
+    /// one is treated as absent: the response goes out without a requester-bound proof).
+    pub fn from_payload(payload: Option<&Map<String, Value>>) -> Option<Self> {
+        use base64::Engine;
+        let z = payload?.get("zkAttest")?.as_object()?;
+        let nonce = base64::engine::general_purpose::STANDARD
+            .decode(z.get("nonce")?.as_str()?)
+            .ok()?
+            .try_into()
+            .ok()?;
+        let (min_ts, max_ts) = (z.get("minTs")?.as_u64()?, z.get("maxTs")?.as_u64()?);
+        (min_ts <= max_ts && max_ts - min_ts <= MAX_ATTEST_WINDOW_SECS).then_some(Self {
+            nonce,
+            min_ts,
+            max_ts,
+        })
+    }
+
+    /// The payload entry for this request.
+    pub fn to_value(&self) -> Value {
+        use base64::Engine;
+        json!({
+            "nonce": base64::engine::general_purpose::STANDARD.encode(self.nonce),
+            "minTs": self.min_ts,
+            "maxTs": self.max_ts,
+        })
+    }
+}
+
+/// Attests successful responses (`lango_p2p::zk::ZkAttester` with Halo2 proofs).
 #[async_trait]
 pub trait Attester: Send + Sync {
-    /// An attestation of the sanitized `result`, or `None`.
+    /// An attestation of the sanitized result for `request`, or `None`.
     async fn attest(
         &self,
-        result: &Map<String, Value>,
+        request: AttestRequest<'_>,
     ) -> std::result::Result<Option<Attestation>, String>;
 }
+
+/// How long a response waits for its attestation before it goes out without one.
+pub const ATTEST_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Limits of the handler (`p2p.protocol.*`, `p2p.approvalTimeout`).
 #[derive(Debug, Clone)]
@@ -633,13 +698,31 @@ impl Handler {
                 self.record(peer_did, Outcome::Success).await;
                 let mut response = self.filtered_ok(id, Value::Object(out));
                 if let (Some(attester), Some(result)) = (&p.attester, &response.result) {
-                    match attester.attest(result).await {
-                        Ok(Some(a)) => {
-                            response.attestation_proof = Some(a.proof.clone());
-                            response.attestation = Some(a);
-                        }
-                        Ok(None) => {}
-                        Err(e) => tracing::debug!(error = %e, "attestation failed"),
+                    // The result is serialised once more exactly as `write_response` will
+                    // embed it (compact serde_json), so the digest covers the sent bytes.
+                    let bytes = serde_json::to_vec(result).unwrap_or_default();
+                    let request = AttestRequest {
+                        request_id: id,
+                        requester_did: peer_did,
+                        request_type: if paid {
+                            "tool_invoke_paid"
+                        } else {
+                            "tool_invoke"
+                        },
+                        tool_name: tool,
+                        result_bytes: &bytes,
+                        zk_attest: ZkAttest::from_payload(Some(payload)),
+                    };
+                    match tokio::time::timeout(ATTEST_DEADLINE, attester.attest(request)).await {
+                        // Rust responders never send the deprecated `attestationProof`.
+                        Ok(Ok(Some(a))) => response.attestation = Some(a),
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => tracing::warn!(event = "attestation_failed", error = %e,
+                            "response sent without attestation"),
+                        Err(_) => tracing::warn!(
+                            event = "attestation_timeout",
+                            "attestation took too long; response sent without it"
+                        ),
                     }
                 }
                 response
@@ -714,6 +797,10 @@ pub enum ClientError {
     /// Sending or receiving failed.
     #[error("{0}")]
     Exchange(protocol::ResponseError),
+    /// `p2p.zkp.requireAttestation` is on and the response's attestation is missing or
+    /// does not verify for this request.
+    #[error("attestation required: {0}")]
+    Attestation(String),
     /// The peer answered with a non-`ok` status.
     #[error("remote tool {tool} error: {error}")]
     Remote {
@@ -734,6 +821,17 @@ pub struct Client {
     auth: PeerAuth,
     max_response_bytes: usize,
     timeout: Duration,
+    attestation: Option<AttestationPolicy>,
+}
+
+/// How a client treats response attestations of tool calls.
+#[derive(Clone)]
+pub struct AttestationPolicy {
+    /// The proof system.
+    pub service: Arc<lango_zkp::ProverService>,
+    /// `p2p.zkp.requireAttestation`: a missing or failing attestation fails the call
+    /// (otherwise it is logged and the result returned, as Go does).
+    pub require: bool,
 }
 
 impl Client {
@@ -744,7 +842,16 @@ impl Client {
             auth,
             max_response_bytes: protocol::DEFAULT_MAX_RESPONSE_BYTES,
             timeout,
+            attestation: None,
         }
+    }
+
+    /// Asks every tool call for a response attestation bound to a fresh nonce and a window
+    /// on this node's clock, and verifies it under `policy`.
+    #[must_use]
+    pub fn with_attestation(mut self, policy: AttestationPolicy) -> Self {
+        self.attestation = Some(policy);
+        self
     }
 
     /// Sends a request of `kind` with `payload` to `peer` and returns the raw response. When
@@ -756,13 +863,23 @@ impl Client {
         kind: &str,
         payload: Option<Map<String, Value>>,
     ) -> std::result::Result<Response, ClientError> {
+        self.request_from(peer, kind, payload).await.map(|(r, _)| r)
+    }
+
+    /// [`Self::request`], also returning the responder's DID (from the session).
+    async fn request_from(
+        &self,
+        peer: PeerId,
+        kind: &str,
+        payload: Option<Map<String, Value>>,
+    ) -> std::result::Result<(Response, String), ClientError> {
         let first = self.request_once(peer, kind, payload.clone()).await?;
         let (response, did) = first;
         if response.status == Status::Denied && response.error == text::INVALID_SESSION {
             tracing::info!(peer = %peer, "the peer ended our session; handshaking again");
             self.auth.sessions().remove(&did);
             return match self.request_once(peer, kind, payload).await {
-                Ok((r, _)) => Ok(r),
+                Ok(r) => Ok(r),
                 Err(ClientError::Session(e)) => Err(ClientError::SessionEnded {
                     peer_did: did,
                     reason: e.to_string(),
@@ -770,7 +887,7 @@ impl Client {
                 Err(e) => Err(e),
             };
         }
-        Ok(response)
+        Ok((response, did))
     }
 
     async fn request_once(
@@ -863,9 +980,32 @@ impl Client {
         let mut payload = Map::new();
         payload.insert("toolName".into(), Value::from(tool));
         payload.insert("params".into(), Value::Object(params));
-        let r = self.request(peer, "tool_invoke", Some(payload)).await?;
+        let zk_attest = match &self.attestation {
+            Some(_) => {
+                let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+                let nonce = lango_crypto::random::bytes::<32>()
+                    .map_err(|e| ClientError::Attestation(format!("nonce: {e}")))?;
+                let z = ZkAttest {
+                    nonce,
+                    min_ts: now.saturating_sub(crate::zk::ATTEST_WINDOW_PAST_SECS),
+                    max_ts: now + crate::zk::ATTEST_WINDOW_FUTURE_SECS,
+                };
+                payload.insert("zkAttest".into(), z.to_value());
+                Some(z)
+            }
+            None => None,
+        };
+        let (r, responder_did) = self
+            .request_from(peer, "tool_invoke", Some(payload))
+            .await?;
         match r.status {
-            Status::Ok => Ok(r.result.unwrap_or_default()),
+            Status::Ok => {
+                if let Some(policy) = &self.attestation {
+                    self.check_attestation(policy, &r, &responder_did, tool, zk_attest)
+                        .await?;
+                }
+                Ok(r.result.unwrap_or_default())
+            }
             status => Err(ClientError::Remote {
                 tool: tool.into(),
                 status,
@@ -875,6 +1015,47 @@ impl Client {
                     r.error
                 },
             }),
+        }
+    }
+
+    async fn check_attestation(
+        &self,
+        policy: &AttestationPolicy,
+        r: &Response,
+        responder_did: &str,
+        tool: &str,
+        zk_attest: Option<ZkAttest>,
+    ) -> std::result::Result<(), ClientError> {
+        let own = self
+            .node
+            .did()
+            .map(|d| d.as_str().to_owned())
+            .unwrap_or_default();
+        let check = crate::zk::AttestationCheck {
+            request_id: &r.request_id,
+            requester_did: &own,
+            responder_did,
+            request_type: "tool_invoke",
+            tool_name: tool,
+            zk_attest,
+            result_bytes: r.raw_result.as_deref().unwrap_or(b"null"),
+        };
+        match crate::zk::verify_attestation(&policy.service, r.attestation.as_ref(), &check).await {
+            Ok(()) => {
+                tracing::info!(
+                    event = "attestation_verified",
+                    peer_did = responder_did,
+                    tool,
+                    "response attestation verified"
+                );
+                Ok(())
+            }
+            Err(e) if policy.require => Err(ClientError::Attestation(format!("{tool}: {e}"))),
+            Err(e) => {
+                tracing::warn!(event = "attestation_unverified", peer_did = responder_did, tool, error = %e,
+                    "returning the result without a verified attestation");
+                Ok(())
+            }
         }
     }
 

@@ -107,6 +107,12 @@ pub struct P2pConfig {
     /// Creates the ZK identity `p2p.zk.identity` in the vault on first start. Always in
     /// addition to the wallet signature, never instead.
     pub zk_handshake: bool,
+    /// Response attestations (`response_attestation/v2`): as responder, attach a proof to
+    /// every successful tool result (about a second of proving each, off the async workers,
+    /// at most 5 s, then the result goes without); as requester, ask for one bound to a fresh
+    /// nonce and a window on this node's clock, and verify it (see
+    /// `p2p.zkp.requireAttestation`).
+    pub zk_attestation: bool,
     /// Register and offer the legacy 1.0.0/1.1.0 handshakes (Go interop). `false` for
     /// lango-rs-only networks.
     pub handshake_allow_legacy: bool,
@@ -195,6 +201,7 @@ impl Default for P2pConfig {
             require_signed_challenge: false,
             auto_approve_known_peers: false,
             zk_handshake: false,
+            zk_attestation: false,
             handshake_allow_legacy: true,
             handshake_pin_upgraded_peers: true,
             handshake_max_message_bytes: lango_handshake::wire::DEFAULT_MAX_MESSAGE_BYTES,
@@ -511,12 +518,16 @@ impl Default for DiscoveryConfig {
 pub struct ZkpConfig {
     /// Credentials issued longer ago than this are removed from stored cards. Must be > 0.
     pub max_credential_age: GoDuration,
+    /// With `p2p.zkAttestation`: a tool result whose attestation is missing or does not
+    /// verify fails the call (default: logged, and the result returned, as Go does).
+    pub require_attestation: bool,
 }
 
 impl Default for ZkpConfig {
     fn default() -> Self {
         Self {
             max_credential_age: GoDuration::secs(24 * 3600),
+            require_attestation: false,
         }
     }
 }
@@ -861,6 +872,7 @@ mod tests {
             min_trust_score: 0.0,
             zkp: ZkpConfig {
                 max_credential_age: GoDuration(Duration::ZERO),
+                ..ZkpConfig::default()
             },
             revoked_dids: vec!["did:lango:ZZ".into()],
             ..P2pConfig::default()

@@ -80,6 +80,27 @@ pub struct Attestation {
     pub circuit_id: String,
     /// Proof scheme.
     pub scheme: String,
+    /// lango-rs (Go ignores unknown keys): the responder's time, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
+    /// lango-rs: the window's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_timestamp: Option<u64>,
+    /// lango-rs: the window's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_timestamp: Option<u64>,
+    /// lango-rs: the responder's 32-byte ZK identity commitment.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "b64_opt")]
+    pub id_commitment: Option<Vec<u8>>,
+    /// lango-rs: the proof's 32-byte tag.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "b64_opt")]
+    pub tag: Option<Vec<u8>>,
+    /// lango-rs: the verifying-key digest (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vk_digest: Option<String>,
+    /// lango-rs: the responder wallet's 65-byte signature certifying `idCommitment`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "b64_opt")]
+    pub id_binding: Option<Vec<u8>>,
 }
 
 /// A response, fields in the order the Go node writes them.
@@ -106,6 +127,10 @@ pub struct Response {
     /// When the response was built: RFC 3339, UTC, nanoseconds (any offset accepted).
     #[serde(with = "rfc3339")]
     pub timestamp: time::OffsetDateTime,
+    /// The exact bytes of `result` as received (set by [`exchange`]); what an attestation
+    /// is checked against. Never serialised.
+    #[serde(skip)]
+    pub raw_result: Option<Vec<u8>>,
 }
 
 fn is_empty_result(r: &Option<Map<String, Value>>) -> bool {
@@ -123,6 +148,7 @@ impl Response {
             attestation_proof: None,
             attestation: None,
             timestamp: time::OffsetDateTime::now_utc(),
+            raw_result: None,
         }
     }
 
@@ -413,8 +439,17 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     if bytes.is_empty() {
         return Err(ResponseError::NoAnswer);
     }
-    let response: Response =
+    let mut response: Response =
         serde_json::from_slice(&bytes).map_err(|e| ResponseError::Decode(e.to_string()))?;
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        #[serde(borrow, default)]
+        result: Option<&'a serde_json::value::RawValue>,
+    }
+    response.raw_result = serde_json::from_slice::<Raw<'_>>(&bytes)
+        .ok()
+        .and_then(|r| r.result)
+        .map(|r| r.get().as_bytes().to_vec());
     if response.request_id != request.request_id {
         return Err(ResponseError::RequestIdMismatch {
             want: request.request_id.clone(),

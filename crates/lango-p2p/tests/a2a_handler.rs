@@ -114,6 +114,7 @@ struct Opts {
     gate: Option<PaymentDecision>,
     answer: Option<Answer>,
     bypass: Vec<String>,
+    attester: Option<Arc<dyn lango_p2p::a2a::Attester>>,
 }
 
 fn fixture(o: Opts) -> Fixture {
@@ -181,7 +182,7 @@ fn fixture(o: Opts) -> Fixture {
         executor: (!o.no_executor).then(|| exec.clone() as Arc<dyn Executor>),
         approval: (!o.no_approval).then(|| approval.clone() as Arc<dyn ToolApproval>),
         payment: o.gate.map(|_| gate.clone() as Arc<dyn PaymentGate>),
-        attester: None,
+        attester: o.attester,
         card: Some(json!({"name": "b", "did": card_did})),
         safety: (
             lango_sandbox::SafetyLevel::Moderate,
@@ -593,4 +594,126 @@ async fn safety_gate_runs_before_approval_and_allowed_tools_bypass_it() {
     });
     let r = call(&f, "tool_invoke", json!({"toolName": "shell_exec"})).await;
     assert_eq!(r.status, Status::Ok, "{}", r.error);
+}
+
+/// What an attester was asked: request ID, requester, tool, result bytes, zkAttest.
+type Seen = (
+    String,
+    String,
+    String,
+    Vec<u8>,
+    Option<lango_p2p::a2a::ZkAttest>,
+);
+
+/// Records what it was asked to attest; answers after `delay`.
+struct RecordingAttester {
+    seen: std::sync::Mutex<Vec<Seen>>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl lango_p2p::a2a::Attester for RecordingAttester {
+    async fn attest(
+        &self,
+        r: lango_p2p::a2a::AttestRequest<'_>,
+    ) -> Result<Option<lango_p2p::protocol::Attestation>, String> {
+        self.seen.lock().unwrap().push((
+            r.request_id.to_owned(),
+            r.requester_did.to_owned(),
+            r.tool_name.to_owned(),
+            r.result_bytes.to_vec(),
+            r.zk_attest,
+        ));
+        tokio::time::sleep(self.delay).await;
+        Ok(Some(lango_p2p::protocol::Attestation {
+            proof: vec![1, 2, 3],
+            public_inputs: Vec::new(),
+            circuit_id: "response_attestation/v2".into(),
+            scheme: "halo2-ipa-pasta".into(),
+            timestamp: Some(1),
+            min_timestamp: None,
+            max_timestamp: None,
+            id_commitment: None,
+            tag: None,
+            vk_digest: None,
+            id_binding: None,
+        }))
+    }
+}
+
+/// The attester sees the sanitized result exactly as it is sent, the session's DID, the tool
+/// and the requester's zkAttest; the deprecated `attestationProof` is never sent; a slow
+/// attestation is dropped after its deadline and the result still goes out (§3.14.3).
+#[tokio::test(start_paused = true)]
+async fn attestations_cover_the_sent_bytes_and_never_hold_up_the_result() {
+    use base64::Engine;
+    let attester = Arc::new(RecordingAttester {
+        seen: Default::default(),
+        delay: Duration::ZERO,
+    });
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        attester: Some(attester.clone()),
+        ..Default::default()
+    });
+    let nonce = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let r = call(
+        &f,
+        "tool_invoke",
+        json!({"toolName": "search_web", "params": {"q": "/home/alice/x"},
+               "zkAttest": {"nonce": nonce, "minTs": 100, "maxTs": 400}}),
+    )
+    .await;
+    assert_eq!(r.status, Status::Ok, "{}", r.error);
+    assert!(r.attestation.is_some());
+    assert!(
+        r.attestation_proof.is_none(),
+        "deprecated attestationProof sent"
+    );
+    let line = serde_json::to_vec(&r).unwrap();
+    let seen = attester.seen.lock().unwrap().pop().unwrap();
+    assert_eq!(
+        (seen.0.as_str(), seen.1.as_str(), seen.2.as_str()),
+        ("req-1", f.did.as_str(), "search_web")
+    );
+    // The attested bytes are the `result` value exactly as it appears in the response line.
+    let sent = serde_json::to_vec(r.result.as_ref().unwrap()).unwrap();
+    assert_eq!(seen.3, sent);
+    assert!(line.windows(sent.len()).any(|w| w == sent.as_slice()));
+    assert_eq!(
+        seen.4,
+        Some(lango_p2p::a2a::ZkAttest {
+            nonce: [9u8; 32],
+            min_ts: 100,
+            max_ts: 400
+        })
+    );
+    // A window wider than an hour is ignored (treated as absent).
+    let _ = call(
+        &f,
+        "tool_invoke",
+        json!({"toolName": "search_web", "params": {},
+               "zkAttest": {"nonce": nonce, "minTs": 0, "maxTs": 100000}}),
+    )
+    .await;
+    assert_eq!(attester.seen.lock().unwrap().pop().unwrap().4, None);
+
+    // Slow: past the 5 s deadline the response goes out without an attestation.
+    let slow = Arc::new(RecordingAttester {
+        seen: Default::default(),
+        delay: Duration::from_secs(3600),
+    });
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        attester: Some(slow),
+        ..Default::default()
+    });
+    let r = call(
+        &f,
+        "tool_invoke",
+        json!({"toolName": "search_web", "params": {}}),
+    )
+    .await;
+    assert_eq!(r.status, Status::Ok);
+    assert!(r.attestation.is_none());
 }

@@ -338,7 +338,7 @@ async fn run_node(
         db,
         &revocations,
         &reputation,
-        zk,
+        zk.ownership.clone(),
     )
     .await
     {
@@ -417,6 +417,7 @@ async fn run_node(
         &did,
         stored_rules,
         approvals.clone(),
+        &zk,
     ) {
         Ok(parts) => parts,
         Err(e) => {
@@ -504,6 +505,7 @@ fn start_a2a(
     did: &str,
     stored_rules: Vec<lango_p2p::firewall::Rule>,
     interactive: Option<Arc<lango_p2p::a2a::InteractiveApproval>>,
+    zk: &Zk,
 ) -> Result<(
     lango_p2p::a2a::Server,
     lango_p2p::a2a::Client,
@@ -542,7 +544,10 @@ fn start_a2a(
             None => Arc::new(p2p.approval_policy()),
         }),
         payment: None,
-        attester: None,
+        attester: zk
+            .attester
+            .clone()
+            .map(|a| a as Arc<dyn lango_p2p::a2a::Attester>),
         card: Some(card),
         safety: {
             let (max, bypass) = p2p.safety_gate();
@@ -556,38 +561,76 @@ fn start_a2a(
         auth.clone(),
         sandbox.config.timeout() + p2p.approval_timeout.0 + std::time::Duration::from_secs(10),
     );
+    let client = match (&zk.service, p2p.zk_attestation) {
+        (Some(service), true) => client.with_attestation(lango_p2p::a2a::AttestationPolicy {
+            service: service.clone(),
+            require: p2p.zkp.require_attestation,
+        }),
+        _ => client,
+    };
     Ok((server, client, firewall))
 }
 
-/// ZK ownership proofs for legacy handshakes when `p2p.zkHandshake` is on: the identity from
-/// the vault (created on first use), the parameter cache under `<data-dir>/zkp/`, keys
-/// generated in the background.
+/// The zero-knowledge parts `p2p.zkHandshake` and `p2p.zkAttestation` turn on: one prover
+/// service (parameters cached under `<data-dir>/zkp/`), the ZK identity from the vault
+/// (created on first use), keys generated in the background.
+#[derive(Default)]
+struct Zk {
+    service: Option<Arc<lango_zkp::ProverService>>,
+    ownership: Option<Arc<lango_p2p::zk::ZkOwnership>>,
+    attester: Option<Arc<lango_p2p::zk::ZkAttester>>,
+}
+
 async fn start_zk(
     p2p: &lango_p2p::config::P2pConfig,
     store: &lango_secrets::SecretsStore,
     wallet: &Arc<lango_crypto::wallet::WalletKey>,
     data_dir: &std::path::Path,
-) -> Result<Option<Arc<lango_p2p::zk::ZkOwnership>>> {
-    if !p2p.zk_handshake {
-        return Ok(None);
+) -> Result<Zk> {
+    if !p2p.zk_handshake && !p2p.zk_attestation {
+        return Ok(Zk::default());
     }
     let sk = identity::load_or_create_zk_identity(store).await?;
     let service = Arc::new(lango_zkp::ProverService::new(
         lango_zkp::params::ParamsSource::Dir(data_dir.join("zkp")),
     ));
-    let zk = Arc::new(
-        lango_p2p::zk::ZkOwnership::prover(service, sk, &**wallet)
-            .await
-            .map_err(|e| anyhow::anyhow!("ZK identity: {e}"))?,
-    );
+    let zk_err = |e: String| anyhow::anyhow!("ZK identity: {e}");
+    let ownership = match p2p.zk_handshake {
+        true => Some(Arc::new(
+            lango_p2p::zk::ZkOwnership::prover(service.clone(), sk.clone(), &**wallet)
+                .await
+                .map_err(zk_err)?,
+        )),
+        false => None,
+    };
+    let attester = match p2p.zk_attestation {
+        true => Some(Arc::new(
+            lango_p2p::zk::ZkAttester::new(service.clone(), sk, &**wallet)
+                .await
+                .map_err(zk_err)?,
+        )),
+        false => None,
+    };
     // Keys in the background: start-up never waits for them.
-    let warm = zk.clone();
+    let (o, a) = (ownership.clone(), attester.clone());
     tokio::spawn(async move {
-        if let Err(e) = warm.warm_up().await {
+        if let Some(o) = o
+            && let Err(e) = o.warm_up().await
+        {
             tracing::warn!(error = %e, "ZK handshake keys could not be generated");
         }
+        if let Some(a) = a
+            && let Err(e) = a.warm_up().await
+        {
+            tracing::warn!(error = %e, "ZK attestation keys could not be generated");
+        }
+        tracing::info!(event = "zk_keys_ready", "zero-knowledge proving keys ready");
     });
-    Ok(Some(zk))
+    Ok(Zk {
+        service: Some(service),
+        ownership,
+        attester,
+    })
 }
 
 /// Sessions, pins and the handshake protocols on the started node.
