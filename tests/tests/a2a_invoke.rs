@@ -358,6 +358,27 @@ fn concurrent_callers_share_the_connection_without_losing_calls() {
     let sb = b.serve();
     ok(&run(&a, &["p2p", "connect", &sb.tcp_addr()]));
     ok(&run(&a, &["p2p", "invoke", sb.peer_id(), "shout"]));
+    // The 1.2 handshake carried B's ownership proof: A's session is ZK-verified, B's (whose
+    // own proof it was) is not.
+    let sessions: Value =
+        serde_json::from_str(&ok(&run(&a, &["--json", "p2p", "session", "list"]))).unwrap();
+    let to_b = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["peerDid"] == sb.did())
+        .unwrap_or_else(|| panic!("no session with B: {sessions}"));
+    assert_eq!(to_b["zkVerified"], true, "{to_b}");
+    assert_eq!(to_b["channelBound"], true, "{to_b}");
+    let on_b: Value =
+        serde_json::from_str(&ok(&run(&b, &["--json", "p2p", "session", "list"]))).unwrap();
+    assert!(
+        on_b.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["zkVerified"] == false),
+        "{on_b}"
+    );
     let peer = sb.peer_id().to_owned();
     let failures: Vec<String> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..4)

@@ -532,27 +532,19 @@ impl Responder {
 
         //
         let mut resp: ChallengeResponse = sign_response(&*self.wallet, &nonce).await?;
-        if let Some(prover) = &self.zk_prover
-            && ch.zk_schemes.iter().any(|s| s == prover.scheme())
-        {
-            let inputs = ZkInputs {
-                nonce: &nonce,
-                public_key: &resp.public_key,
-                initiator_did: did.as_str(),
-                responder_did: own_did.as_str(),
-                protocol_id: ctx.protocol.id(),
-            };
-            match prover.prove(inputs).await {
-                Ok(f) => {
-                    resp.zk_scheme = f.scheme;
-                    resp.zk_proof = f.proof;
-                    resp.zk_id_commitment = f.id_commitment;
-                    resp.zk_tag = f.tag;
-                    resp.zk_id_binding = f.id_binding;
-                }
-                Err(e) => tracing::warn!(event = "zk_prove_failed", peer = remote, error = %e,
-                    "answering with the signature only"),
-            }
+        let inputs = ZkInputs {
+            nonce: &nonce,
+            public_key: &resp.public_key,
+            initiator_did: did.as_str(),
+            responder_did: own_did.as_str(),
+            protocol_id: ctx.protocol.id(),
+        };
+        if let Some(f) = self.zk_proof(&ch.zk_schemes, inputs, remote).await {
+            resp.zk_scheme = f.scheme;
+            resp.zk_proof = f.proof;
+            resp.zk_id_commitment = f.id_commitment;
+            resp.zk_tag = f.tag;
+            resp.zk_id_binding = f.id_binding;
         }
         write_message(reader.get_mut(), &resp).await?;
 
@@ -607,8 +599,22 @@ impl Responder {
         .await?;
 
         // P-4, P-5: the proof is the only thing this side signs.
-        let (proof, resp): (Proof, RespPart) =
+        let (mut proof, resp): (Proof, RespPart) =
             v12::sign_proof(&*self.wallet, &binding, &init, (self.nonce_source)()?).await?;
+        let inputs = ZkInputs {
+            nonce: &nonce,
+            public_key: &proof.public_key,
+            initiator_did: init.did().as_str(),
+            responder_did: resp.did().as_str(),
+            protocol_id: ctx.protocol.id(),
+        };
+        if let Some(f) = self.zk_proof(&hello.zk_schemes, inputs, remote).await {
+            proof.zk_scheme = f.scheme;
+            proof.zk_proof = f.proof;
+            proof.zk_id_commitment = f.id_commitment;
+            proof.zk_tag = f.tag;
+            proof.zk_id_binding = f.id_binding;
+        }
         write_message(reader.get_mut(), &proof).await?;
 
         // P-8: a refusal from here on is reported with a `rejected` Result.
@@ -640,6 +646,28 @@ impl Responder {
         guard.token = None;
         let _ = reader.get_mut().close().await;
         Ok(info)
+    }
+
+    /// A ZK ownership proof for an initiator that advertised our prover's scheme; `None`
+    /// (signature only) otherwise or when proving fails.
+    async fn zk_proof(
+        &self,
+        advertised: &[String],
+        inputs: ZkInputs<'_>,
+        remote: &str,
+    ) -> Option<ZkProofFields> {
+        let prover = self.zk_prover.as_ref()?;
+        if !advertised.iter().any(|s| s == prover.scheme()) {
+            return None;
+        }
+        match prover.prove(inputs).await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(event = "zk_prove_failed", peer = remote, error = %e,
+                    "answering with the signature only");
+                None
+            }
+        }
     }
 
     /// P-8 and the insert of P-9: checks the Finish and stores the session.
@@ -874,35 +902,26 @@ impl Initiator {
         }
         check_revoked(self.revocations.as_ref(), verified.did.as_str())?;
 
-        // Z-4: a proof can only add to the verified signature. One in a scheme we did not
-        // advertise (Go's, or none) is ignored; one in our scheme must verify.
-        let zk_verified = if verified.zk_proof_present
-            && !resp.zk_scheme.is_empty()
-            && challenge.zk_schemes.contains(&resp.zk_scheme)
-        {
-            let fields = ZkProofFields {
-                scheme: resp.zk_scheme.clone(),
-                proof: resp.zk_proof.clone(),
-                id_commitment: resp.zk_id_commitment.clone(),
-                tag: resp.zk_tag.clone(),
-                id_binding: resp.zk_id_binding.clone(),
-            };
-            let own_did = challenge.sender_did.as_str();
-            let inputs = ZkInputs {
-                nonce: &nonce,
-                public_key: &resp.public_key,
-                initiator_did: own_did,
-                responder_did: verified.did.as_str(),
-                protocol_id: ctx.protocol.id(),
-            };
-            match self.zk.verify(&fields, inputs).await {
-                ZkOutcome::Verified => true,
-                ZkOutcome::Unsupported => false,
-                ZkOutcome::Invalid => return Err(Error::ZkProofInvalid),
-            }
-        } else {
-            false
-        };
+        // Z-4: a proof can only add to the verified signature.
+        let zk_verified = self
+            .check_zk(
+                &challenge.zk_schemes,
+                ZkProofFields {
+                    scheme: resp.zk_scheme.clone(),
+                    proof: resp.zk_proof.clone(),
+                    id_commitment: resp.zk_id_commitment.clone(),
+                    tag: resp.zk_tag.clone(),
+                    id_binding: resp.zk_id_binding.clone(),
+                },
+                ZkInputs {
+                    nonce: &nonce,
+                    public_key: &resp.public_key,
+                    initiator_did: challenge.sender_did.as_str(),
+                    responder_did: verified.did.as_str(),
+                    protocol_id: ctx.protocol.id(),
+                },
+            )
+            .await?;
 
         // I-12
         let issued = self
@@ -935,6 +954,28 @@ impl Initiator {
         Ok(issued.session)
     }
 
+    /// Z-4: whether the responder's ZK proof verified. A proof in a scheme this side did not
+    /// advertise (Go's, or none) is ignored; one in an advertised scheme must verify, or the
+    /// handshake fails ([`Error::ZkProofInvalid`]).
+    async fn check_zk(
+        &self,
+        advertised: &[String],
+        fields: ZkProofFields,
+        inputs: ZkInputs<'_>,
+    ) -> Result<bool, Error> {
+        if fields.proof.is_empty()
+            || fields.scheme.is_empty()
+            || !advertised.contains(&fields.scheme)
+        {
+            return Ok(false);
+        }
+        match self.zk.verify(&fields, inputs).await {
+            ZkOutcome::Verified => Ok(true),
+            ZkOutcome::Unsupported => Ok(false),
+            ZkOutcome::Invalid => Err(Error::ZkProofInvalid),
+        }
+    }
+
     async fn run_bound<S>(
         &self,
         stream: S,
@@ -951,13 +992,34 @@ impl Initiator {
         // M1
         let nonce = (self.nonce_source)()?;
         let ts = unix_seconds(self.clock.now());
-        let (hello, init) = v12::sign_hello(&*self.wallet, &binding, nonce, ts).await?;
+        let (mut hello, init) = v12::sign_hello(&*self.wallet, &binding, nonce, ts).await?;
+        hello.zk_schemes = self.zk.schemes();
         write_message(reader.get_mut(), &hello).await?;
 
         // P-6
         let proof: Proof = reader.read_message().await?;
         let resp = v12::verify_proof(&proof, &binding, &init, expected_did)?;
         check_revoked(self.revocations.as_ref(), resp.did().as_str())?;
+        // Z-4: after the signature, never instead of it.
+        let zk_verified = self
+            .check_zk(
+                &hello.zk_schemes,
+                ZkProofFields {
+                    scheme: proof.zk_scheme.clone(),
+                    proof: proof.zk_proof.clone(),
+                    id_commitment: proof.zk_id_commitment.clone(),
+                    tag: proof.zk_tag.clone(),
+                    id_binding: proof.zk_id_binding.clone(),
+                },
+                ZkInputs {
+                    nonce: &nonce,
+                    public_key: &proof.public_key,
+                    initiator_did: init.did().as_str(),
+                    responder_did: resp.did().as_str(),
+                    protocol_id: ctx.protocol.id(),
+                },
+            )
+            .await?;
 
         // P-7: the token is minted now and stored only after an `ok` Result.
         let token = self
@@ -990,7 +1052,7 @@ impl Initiator {
                     role: Role::Initiator,
                     authenticated: true,
                     channel_bound: true,
-                    zk_verified: false,
+                    zk_verified,
                 },
                 token,
                 unix_time(final_expiry),

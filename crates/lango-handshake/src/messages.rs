@@ -130,6 +130,10 @@ pub struct Hello {
     /// 65 bytes over SigInput(`initiator-hello`).
     #[serde(with = "go::bytes")]
     pub signature: Vec<u8>,
+    /// The ZK ownership schemes this initiator verifies (omitted when empty; not in the
+    /// signature input: removing it only turns the proof off).
+    #[serde(with = "go::strings", skip_serializing_if = "Vec::is_empty")]
+    pub zk_schemes: Vec<String>,
 }
 
 /// M2 of the 1.2.0-bound protocol (responder → initiator).
@@ -157,6 +161,22 @@ pub struct Proof {
     /// 65 bytes over SigInput(`responder-proof`).
     #[serde(with = "go::bytes")]
     pub signature: Vec<u8>,
+    /// A ZK ownership proof for an initiator that advertised its scheme (omitted when
+    /// empty), next to the signature, never instead of it.
+    #[serde(with = "go::string", skip_serializing_if = "String::is_empty")]
+    pub zk_scheme: String,
+    /// The proof transcript (omitted when empty).
+    #[serde(with = "go::bytes", skip_serializing_if = "Vec::is_empty")]
+    pub zk_proof: Vec<u8>,
+    /// The prover's 32-byte identity commitment (omitted when empty).
+    #[serde(with = "go::bytes", skip_serializing_if = "Vec::is_empty")]
+    pub zk_id_commitment: Vec<u8>,
+    /// The proof's 32-byte tag (omitted when empty).
+    #[serde(with = "go::bytes", skip_serializing_if = "Vec::is_empty")]
+    pub zk_tag: Vec<u8>,
+    /// The wallet's 65-byte certificate of the identity commitment (omitted when empty).
+    #[serde(with = "go::bytes", skip_serializing_if = "Vec::is_empty")]
+    pub zk_id_binding: Vec<u8>,
 }
 
 /// M3 of the 1.2.0-bound protocol (initiator → responder).

@@ -321,6 +321,7 @@ pub async fn sign_hello<W: Wallet + ?Sized>(
         public_key: pk.to_compressed().to_vec(),
         signature_algorithm: SIGNATURE_ALGORITHM.to_owned(),
         signature: sig.to_bytes().to_vec(),
+        zk_schemes: Vec::new(),
     };
     Ok((hello, init))
 }
@@ -365,6 +366,7 @@ pub async fn sign_proof<W: Wallet + ?Sized>(
         public_key: pk.to_compressed().to_vec(),
         signature_algorithm: SIGNATURE_ALGORITHM.to_owned(),
         signature: sig.to_bytes().to_vec(),
+        ..Proof::default()
     };
     Ok((proof, resp))
 }

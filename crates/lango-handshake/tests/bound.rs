@@ -369,6 +369,7 @@ async fn hello_and_proof_on_the_wire_carry_the_vector_signatures() {
         public_key: h(PK_I),
         signature_algorithm: "secp256k1-keccak256".into(),
         signature: h(HELLO_SIG),
+        zk_schemes: Vec::new(),
     };
     let l = lines(&out.by_initiator);
     assert_eq!(l[0], line(&hello), "the Hello line differs from §6.2.6");
@@ -381,6 +382,7 @@ async fn hello_and_proof_on_the_wire_carry_the_vector_signatures() {
         public_key: h(PK_R),
         signature_algorithm: "secp256k1-keccak256".into(),
         signature: h(PROOF_SIG),
+        ..Proof::default()
     };
     let l = lines(&out.by_responder);
     assert_eq!(l[0], line(&proof), "the Proof line differs from §6.2.6");

@@ -514,7 +514,7 @@ prop_compose! {
                sender_did in text(), public_key in bytes(), signature_algorithm in text(),
                signature in bytes()) -> Hello {
         Hello { handshake_version, nonce, timestamp, sender_did, public_key, signature_algorithm,
-                signature }
+                signature, zk_schemes: Vec::new() }
     }
 }
 
@@ -523,7 +523,7 @@ prop_compose! {
                did in text(), public_key in bytes(), signature_algorithm in text(),
                signature in bytes()) -> Proof {
         Proof { handshake_version, nonce, responder_nonce, did, public_key, signature_algorithm,
-                signature }
+                signature, ..Proof::default() }
     }
 }
 

@@ -72,11 +72,15 @@ fn pipe() -> (Pipe, Pipe) {
 }
 
 fn ctx(local: &str, remote: &str) -> StreamContext {
+    ctx_on(local, remote, Protocol::Legacy11)
+}
+
+fn ctx_on(local: &str, remote: &str, protocol: Protocol) -> StreamContext {
     StreamContext {
         local_peer_id: local.into(),
         remote_peer_id: remote.into(),
         remote_addr: "/ip4/127.0.0.1/tcp/9000".into(),
-        protocol: Protocol::Legacy11,
+        protocol,
     }
 }
 
@@ -345,4 +349,39 @@ async fn a_valid_proof_never_replaces_the_signature_and_go_proofs_are_ignored() 
     .unwrap();
     assert!(!s.zk_verified);
     assert_eq!(SCHEME, "halo2-ipa-pasta/wallet_ownership/v2");
+}
+
+/// The channel-bound 1.2 handshake (what two lango-rs nodes negotiate) carries the same
+/// proof in its Proof message, bound to the initiator's nonce and the 1.2 protocol ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bound_handshake_carries_the_proof_too() {
+    let wr = wallet();
+    let p = zk_prover(&wr).await;
+    let (r, r_store) = responder(wr, Some(p));
+    let (i, _) = initiator(wallet(), true);
+    let (a, b) = pipe();
+    let task = tokio::spawn(async move {
+        r.handle(b, &ctx_on(PEER_R, PEER_I, Protocol::Bound12))
+            .await
+    });
+    let mine = i
+        .initiate(a, &ctx_on(PEER_I, PEER_R, Protocol::Bound12), None)
+        .await
+        .unwrap();
+    task.await.unwrap().unwrap();
+    assert!(mine.channel_bound && mine.zk_verified, "{mine:?}");
+    assert!(r_store.list().iter().all(|s| !s.zk_verified));
+    // Without a prover on the other side: authenticated, not ZK-verified.
+    let (r, _) = responder(wallet(), None);
+    let (a, b) = pipe();
+    let task = tokio::spawn(async move {
+        r.handle(b, &ctx_on(PEER_R, PEER_I, Protocol::Bound12))
+            .await
+    });
+    let mine = i
+        .initiate(a, &ctx_on(PEER_I, PEER_R, Protocol::Bound12), None)
+        .await
+        .unwrap();
+    task.await.unwrap().unwrap();
+    assert!(mine.channel_bound && !mine.zk_verified);
 }
