@@ -434,7 +434,12 @@ fn attested_results_verify_on_the_caller_and_missing_attestations_fail_when_requ
         "{APPROVE}firewallRules = [{{ peerDid = \"{}\", action = \"allow\", tools = [\"shout\"] }}]\n",
         sa.did()
     );
-    let b = Node::for_serve(&format!("zkAttestation = true\n{allow}"), SHOUT);
+    // A generous proving deadline: CI runs this next to other tests on two cores, and a
+    // debug build proves in about two seconds when the machine is idle.
+    let b = Node::for_serve(
+        &format!("zkAttestation = true\nzkp.attestTimeout = \"120s\"\n{allow}"),
+        SHOUT,
+    );
     let c = Node::for_serve(&allow, SHOUT);
     let (sb, sc) = (b.serve(), c.serve());
     ok(&run(&a, &["p2p", "connect", &sb.tcp_addr()]));

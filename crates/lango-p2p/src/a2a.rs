@@ -325,7 +325,8 @@ pub trait Attester: Send + Sync {
     ) -> std::result::Result<Option<Attestation>, String>;
 }
 
-/// How long a response waits for its attestation before it goes out without one.
+/// How long a response waits for its attestation before it goes out without one, by
+/// default (`p2p.zkp.attestTimeout`).
 pub const ATTEST_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Limits of the handler (`p2p.protocol.*`, `p2p.approvalTimeout`).
@@ -341,6 +342,8 @@ pub struct HandlerLimits {
     pub max_streams: usize,
     /// Longest wait for owner approval.
     pub approval_timeout: Duration,
+    /// Longest wait for a response attestation before the result goes out without one.
+    pub attest_timeout: Duration,
 }
 
 impl Default for HandlerLimits {
@@ -351,6 +354,7 @@ impl Default for HandlerLimits {
             max_streams_per_peer: 4,
             max_streams: 64,
             approval_timeout: Duration::from_secs(120),
+            attest_timeout: ATTEST_DEADLINE,
         }
     }
 }
@@ -713,7 +717,9 @@ impl Handler {
                         result_bytes: &bytes,
                         zk_attest: ZkAttest::from_payload(Some(payload)),
                     };
-                    match tokio::time::timeout(ATTEST_DEADLINE, attester.attest(request)).await {
+                    match tokio::time::timeout(p.limits.attest_timeout, attester.attest(request))
+                        .await
+                    {
                         // Rust responders never send the deprecated `attestationProof`.
                         Ok(Ok(Some(a))) => response.attestation = Some(a),
                         Ok(Ok(None)) => {}

@@ -521,6 +521,9 @@ pub struct ZkpConfig {
     /// With `p2p.zkAttestation`: a tool result whose attestation is missing or does not
     /// verify fails the call (default: logged, and the result returned, as Go does).
     pub require_attestation: bool,
+    /// Longest a tool result waits for its attestation before it is sent without one
+    /// (default 5 s). Must be > 0.
+    pub attest_timeout: GoDuration,
 }
 
 impl Default for ZkpConfig {
@@ -528,6 +531,7 @@ impl Default for ZkpConfig {
         Self {
             max_credential_age: GoDuration::secs(24 * 3600),
             require_attestation: false,
+            attest_timeout: GoDuration::secs(5),
         }
     }
 }
@@ -588,6 +592,7 @@ impl P2pConfig {
             max_streams_per_peer: self.protocol.max_concurrent_streams_per_peer,
             max_streams: self.protocol.max_concurrent_streams,
             approval_timeout: self.approval_timeout.0,
+            attest_timeout: self.zkp.attest_timeout.0,
         }
     }
 
@@ -699,6 +704,11 @@ impl P2pConfig {
         if self.zkp.max_credential_age.0.is_zero() {
             p.push(format!(
                 "{prefix}.zkp.maxCredentialAge: must be greater than 0"
+            ));
+        }
+        if self.zkp.attest_timeout.0.is_zero() {
+            p.push(format!(
+                "{prefix}.zkp.attestTimeout: must be greater than 0"
             ));
         }
         if let Err(e) = self.handshake_config().validate(prefix) {
