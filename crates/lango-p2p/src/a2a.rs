@@ -838,6 +838,9 @@ pub struct AttestationPolicy {
     /// `p2p.zkp.requireAttestation`: a missing or failing attestation fails the call
     /// (otherwise it is logged and the result returned, as Go does).
     pub require: bool,
+    /// The window asked for: seconds before and after now (`attestWindowPastSecs`,
+    /// `attestWindowFutureSecs`).
+    pub window: (u64, u64),
 }
 
 impl Client {
@@ -987,14 +990,14 @@ impl Client {
         payload.insert("toolName".into(), Value::from(tool));
         payload.insert("params".into(), Value::Object(params));
         let zk_attest = match &self.attestation {
-            Some(_) => {
+            Some(policy) => {
                 let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
                 let nonce = lango_crypto::random::bytes::<32>()
                     .map_err(|e| ClientError::Attestation(format!("nonce: {e}")))?;
                 let z = ZkAttest {
                     nonce,
-                    min_ts: now.saturating_sub(crate::zk::ATTEST_WINDOW_PAST_SECS),
-                    max_ts: now + crate::zk::ATTEST_WINDOW_FUTURE_SECS,
+                    min_ts: now.saturating_sub(policy.window.0),
+                    max_ts: now + policy.window.1,
                 };
                 payload.insert("zkAttest".into(), z.to_value());
                 Some(z)

@@ -524,6 +524,26 @@ pub struct ZkpConfig {
     /// Longest a tool result waits for its attestation before it is sent without one
     /// (default 5 s). Must be > 0.
     pub attest_timeout: GoDuration,
+    /// Go key, accepted: `halo2` (this node's only scheme); `plonk` and `groth16` are read
+    /// as `halo2` with a warning (Go proofs never verified across nodes anyway).
+    pub proving_scheme: String,
+    /// `file` (default): parameters cached on disk, checked against pinned digests before
+    /// use; `unsafe` (the Go name, safe here): generated in memory at start-up.
+    pub srs_mode: String,
+    /// The parameter file for `file` mode; must contain `{k}`. Empty:
+    /// `<proofCacheDir>/params-k{k}.bin`.
+    pub srs_path: String,
+    /// Go key: where the parameter cache lives. Empty: `<data-dir>/zkp`.
+    pub proof_cache_dir: String,
+    /// Largest proof accepted from a peer.
+    pub max_proof_bytes: usize,
+    /// Proofs and verifications at once on the blocking pool (0: half the CPUs, at least 1).
+    pub max_concurrent_proofs: usize,
+    /// The attestation window this node asks for (and uses when none is asked): seconds
+    /// before now.
+    pub attest_window_past_secs: u64,
+    /// Seconds after now.
+    pub attest_window_future_secs: u64,
 }
 
 impl Default for ZkpConfig {
@@ -532,6 +552,14 @@ impl Default for ZkpConfig {
             max_credential_age: GoDuration::secs(24 * 3600),
             require_attestation: false,
             attest_timeout: GoDuration::secs(5),
+            proving_scheme: "halo2".into(),
+            srs_mode: "file".into(),
+            srs_path: String::new(),
+            proof_cache_dir: String::new(),
+            max_proof_bytes: 16 * 1024,
+            max_concurrent_proofs: 0,
+            attest_window_past_secs: 300,
+            attest_window_future_secs: 30,
         }
     }
 }
@@ -711,6 +739,39 @@ impl P2pConfig {
                 "{prefix}.zkp.attestTimeout: must be greater than 0"
             ));
         }
+        if !matches!(
+            self.zkp.proving_scheme.as_str(),
+            "halo2" | "plonk" | "groth16"
+        ) {
+            p.push(format!(
+                "invalid {prefix}.zkp.provingScheme: {:?} (must be halo2, plonk or groth16)",
+                self.zkp.proving_scheme
+            ));
+        }
+        if !matches!(self.zkp.srs_mode.as_str(), "file" | "unsafe") {
+            p.push(format!(
+                "{prefix}.zkp.srsMode: {:?} is not file or unsafe",
+                self.zkp.srs_mode
+            ));
+        }
+        if !self.zkp.srs_path.is_empty() && !self.zkp.srs_path.contains("{k}") {
+            p.push(format!(
+                "{prefix}.zkp.srsPath: must contain {{k}} (one file per circuit size), got {:?}",
+                self.zkp.srs_path
+            ));
+        }
+        if self.zkp.max_proof_bytes < 1024 || self.zkp.max_proof_bytes > 1 << 20 {
+            p.push(format!(
+                "{prefix}.zkp.maxProofBytes: must be between 1024 and 1048576"
+            ));
+        }
+        let window = self.zkp.attest_window_past_secs + self.zkp.attest_window_future_secs;
+        if window == 0 || window > crate::a2a::MAX_ATTEST_WINDOW_SECS {
+            p.push(format!(
+                "{prefix}.zkp.attestWindowPastSecs + attestWindowFutureSecs: must be between 1 and {}",
+                crate::a2a::MAX_ATTEST_WINDOW_SECS
+            ));
+        }
         if let Err(e) = self.handshake_config().validate(prefix) {
             p.extend(e);
         }
@@ -867,6 +928,42 @@ mod tests {
         assert_eq!(t.d.0, Duration::from_secs(86400));
         assert!(serde_json::from_str::<T>(r#"{"d": "abc"}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"d": -1}"#).is_err());
+    }
+
+    /// A Go configuration's `p2p.zkp` section loads (spec: accept all Go keys); what this
+    /// node cannot honour is a configuration error with its path.
+    #[test]
+    fn go_zkp_keys_are_accepted_and_bad_values_named() {
+        let z: ZkpConfig = serde_json::from_str(
+            r#"{"proofCacheDir": "~/.lango/p2p/zkp-cache", "provingScheme": "plonk",
+                "srsMode": "unsafe", "srsPath": "", "maxCredentialAge": "1h30m"}"#,
+        )
+        .unwrap();
+        assert_eq!(z.max_credential_age.0, Duration::from_secs(5400));
+        let c = P2pConfig {
+            zkp: z,
+            ..P2pConfig::default()
+        };
+        c.validate("p2p").unwrap();
+        let c = P2pConfig {
+            zkp: ZkpConfig {
+                proving_scheme: "stark".into(),
+                srs_mode: "random".into(),
+                srs_path: "/var/lib/srs.bin".into(),
+                attest_window_past_secs: 4000,
+                ..ZkpConfig::default()
+            },
+            ..P2pConfig::default()
+        };
+        let problems = c.validate("p2p").unwrap_err().join("\n");
+        for want in [
+            "invalid p2p.zkp.provingScheme: \"stark\"",
+            "p2p.zkp.srsMode: \"random\"",
+            "p2p.zkp.srsPath: must contain {k}",
+            "attestWindowFutureSecs: must be between 1 and 3600",
+        ] {
+            assert!(problems.contains(want), "{want} missing from:\n{problems}");
+        }
     }
 
     #[test]

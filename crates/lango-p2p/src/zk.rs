@@ -235,6 +235,7 @@ pub struct ZkAttester {
     service: Arc<ProverService>,
     identity: Identity,
     did: String,
+    window: (u64, u64),
 }
 
 impl std::fmt::Debug for ZkAttester {
@@ -261,7 +262,16 @@ impl ZkAttester {
             did: lango_crypto::wallet::Did::from_public_key(&pk)
                 .as_str()
                 .to_owned(),
+            window: (ATTEST_WINDOW_PAST_SECS, ATTEST_WINDOW_FUTURE_SECS),
         })
+    }
+
+    /// The window used when the requester asks for none: `past` seconds before now to
+    /// `future` after (default 300 and 30).
+    #[must_use]
+    pub fn with_window(mut self, past: u64, future: u64) -> Self {
+        self.window = (past, future);
+        self
     }
 
     /// Generates the circuit's keys (slow the first time; call it in the background).
@@ -282,11 +292,7 @@ impl crate::a2a::Attester for ZkAttester {
         let now = unix_now();
         let (nonce, min, max) = match r.zk_attest {
             Some(z) => (Some(z.nonce), z.min_ts, z.max_ts),
-            None => (
-                None,
-                now.saturating_sub(ATTEST_WINDOW_PAST_SECS),
-                now + ATTEST_WINDOW_FUTURE_SECS,
-            ),
+            None => (None, now.saturating_sub(self.window.0), now + self.window.1),
         };
         if !(min..=max).contains(&now) {
             return Err(format!(

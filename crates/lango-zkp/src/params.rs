@@ -23,6 +23,19 @@ pub enum ParamsSource {
     Memory,
     /// Cached as `params-k<k>.bin` in this directory (`srsMode = "file"`).
     Dir(PathBuf),
+    /// Cached in the file this pattern names once `{k}` is replaced by `k` (`srsPath`).
+    Pattern(String),
+}
+
+impl ParamsSource {
+    /// The cache file for `k`, if this source uses one.
+    pub fn file(&self, k: u32) -> Option<PathBuf> {
+        match self {
+            ParamsSource::Memory => None,
+            ParamsSource::Dir(d) => Some(path(d, k)),
+            ParamsSource::Pattern(p) => Some(PathBuf::from(p.replace("{k}", &k.to_string()))),
+        }
+    }
 }
 
 /// Pinned BLAKE2b-256 digests of the serialised parameters, per `k`.
@@ -85,11 +98,14 @@ pub fn path(dir: &Path, k: u32) -> PathBuf {
 /// Parameters for `k` from `source`, checked against the pinned digest.
 pub fn load(source: &ParamsSource, k: u32) -> Result<(Params<EqAffine>, Origin), Error> {
     let want = pinned(k).ok_or_else(|| Error::Params(format!("no pinned digest for k = {k}")))?;
-    let dir = match source {
-        ParamsSource::Memory => return Ok((generate(k, &want)?, Origin::Generated)),
-        ParamsSource::Dir(d) => d,
+    let Some(file) = source.file(k) else {
+        return Ok((generate(k, &want)?, Origin::Generated));
     };
-    let file = path(dir, k);
+    let dir = file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let dir = dir.as_path();
     let reason = match std::fs::read(&file) {
         Ok(bytes) if digest(&bytes) == want => match Params::<EqAffine>::read(&mut &bytes[..]) {
             Ok(p) if p.k() == k => return Ok((p, Origin::Cached)),

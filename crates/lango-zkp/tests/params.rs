@@ -72,3 +72,15 @@ fn an_unwritable_directory_keeps_parameters_in_memory() {
         "no pinned digest for k = 5"
     );
 }
+
+#[test]
+fn a_path_pattern_names_one_file_per_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = format!("{}/srs/k{{k}}.params", dir.path().display());
+    let src = ParamsSource::Pattern(pattern);
+    let (_, o) = params::load(&src, 7).unwrap();
+    assert!(matches!(o, Origin::Rebuilt { written: true, .. }), "{o:?}");
+    assert!(dir.path().join("srs/k7.params").is_file());
+    assert!(dir.path().join("srs/k7.params.blake2b").is_file());
+    assert_eq!(params::load(&src, 7).unwrap().1, Origin::Cached);
+}

@@ -565,6 +565,10 @@ fn start_a2a(
         (Some(service), true) => client.with_attestation(lango_p2p::a2a::AttestationPolicy {
             service: service.clone(),
             require: p2p.zkp.require_attestation,
+            window: (
+                p2p.zkp.attest_window_past_secs,
+                p2p.zkp.attest_window_future_secs,
+            ),
         }),
         _ => client,
     };
@@ -591,9 +595,30 @@ async fn start_zk(
         return Ok(Zk::default());
     }
     let sk = identity::load_or_create_zk_identity(store).await?;
-    let service = Arc::new(lango_zkp::ProverService::new(
-        lango_zkp::params::ParamsSource::Dir(data_dir.join("zkp")),
-    ));
+    let z = &p2p.zkp;
+    if z.proving_scheme != "halo2" {
+        tracing::warn!(scheme = %z.proving_scheme,
+            "p2p.zkp.provingScheme is a Go scheme; this node proves and verifies with halo2");
+    }
+    let expand = |p: &str| match (p.strip_prefix("~/"), std::env::home_dir()) {
+        (Some(rest), Some(home)) => home.join(rest).to_string_lossy().into_owned(),
+        _ => p.to_owned(),
+    };
+    let source = match (z.srs_mode.as_str(), z.srs_path.is_empty()) {
+        ("unsafe", _) => lango_zkp::params::ParamsSource::Memory,
+        (_, false) => lango_zkp::params::ParamsSource::Pattern(expand(&z.srs_path)),
+        (_, true) if z.proof_cache_dir.is_empty() => {
+            lango_zkp::params::ParamsSource::Dir(data_dir.join("zkp"))
+        }
+        (_, true) => lango_zkp::params::ParamsSource::Dir(expand(&z.proof_cache_dir).into()),
+    };
+    let pool = match z.max_concurrent_proofs {
+        0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        n => n,
+    };
+    let service = Arc::new(
+        lango_zkp::ProverService::with_pool(source, pool).max_proof_bytes(z.max_proof_bytes),
+    );
     let zk_err = |e: String| anyhow::anyhow!("ZK identity: {e}");
     let ownership = match p2p.zk_handshake {
         true => Some(Arc::new(
@@ -607,7 +632,8 @@ async fn start_zk(
         true => Some(Arc::new(
             lango_p2p::zk::ZkAttester::new(service.clone(), sk, &**wallet)
                 .await
-                .map_err(zk_err)?,
+                .map_err(zk_err)?
+                .with_window(z.attest_window_past_secs, z.attest_window_future_secs),
         )),
         false => None,
     };
