@@ -540,11 +540,7 @@ impl Responder {
             protocol_id: ctx.protocol.id(),
         };
         if let Some(f) = self.zk_proof(&ch.zk_schemes, inputs, remote).await {
-            resp.zk_scheme = f.scheme;
-            resp.zk_proof = f.proof;
-            resp.zk_id_commitment = f.id_commitment;
-            resp.zk_tag = f.tag;
-            resp.zk_id_binding = f.id_binding;
+            resp.set_zk(f);
         }
         write_message(reader.get_mut(), &resp).await?;
 
@@ -609,11 +605,7 @@ impl Responder {
             protocol_id: ctx.protocol.id(),
         };
         if let Some(f) = self.zk_proof(&hello.zk_schemes, inputs, remote).await {
-            proof.zk_scheme = f.scheme;
-            proof.zk_proof = f.proof;
-            proof.zk_id_commitment = f.id_commitment;
-            proof.zk_tag = f.tag;
-            proof.zk_id_binding = f.id_binding;
+            proof.set_zk(f);
         }
         write_message(reader.get_mut(), &proof).await?;
 
@@ -906,13 +898,7 @@ impl Initiator {
         let zk_verified = self
             .check_zk(
                 &challenge.zk_schemes,
-                ZkProofFields {
-                    scheme: resp.zk_scheme.clone(),
-                    proof: resp.zk_proof.clone(),
-                    id_commitment: resp.zk_id_commitment.clone(),
-                    tag: resp.zk_tag.clone(),
-                    id_binding: resp.zk_id_binding.clone(),
-                },
+                resp.zk(),
                 ZkInputs {
                     nonce: &nonce,
                     public_key: &resp.public_key,
@@ -1004,13 +990,7 @@ impl Initiator {
         let zk_verified = self
             .check_zk(
                 &hello.zk_schemes,
-                ZkProofFields {
-                    scheme: proof.zk_scheme.clone(),
-                    proof: proof.zk_proof.clone(),
-                    id_commitment: proof.zk_id_commitment.clone(),
-                    tag: proof.zk_tag.clone(),
-                    id_binding: proof.zk_id_binding.clone(),
-                },
+                proof.zk(),
                 ZkInputs {
                     nonce: &nonce,
                     public_key: &proof.public_key,

@@ -237,3 +237,32 @@ impl HandshakeResult {
         }
     }
 }
+
+macro_rules! zk_fields {
+    ($t:ty) => {
+        impl $t {
+            /// The ZK ownership fields, as the hooks see them.
+            pub fn zk(&self) -> crate::hooks::ZkProofFields {
+                crate::hooks::ZkProofFields {
+                    scheme: self.zk_scheme.clone(),
+                    proof: self.zk_proof.clone(),
+                    id_commitment: self.zk_id_commitment.clone(),
+                    tag: self.zk_tag.clone(),
+                    id_binding: self.zk_id_binding.clone(),
+                }
+            }
+
+            /// Sets the ZK ownership fields from a prover's output.
+            pub fn set_zk(&mut self, f: crate::hooks::ZkProofFields) {
+                self.zk_scheme = f.scheme;
+                self.zk_proof = f.proof;
+                self.zk_id_commitment = f.id_commitment;
+                self.zk_tag = f.tag;
+                self.zk_id_binding = f.id_binding;
+            }
+        }
+    };
+}
+
+zk_fields!(ChallengeResponse);
+zk_fields!(Proof);

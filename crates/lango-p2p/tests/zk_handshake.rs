@@ -186,11 +186,7 @@ async fn proved_response(w: &WalletKey, p: &ZkOwnership, ch: &Challenge) -> Chal
         })
         .await
         .unwrap();
-    resp.zk_scheme = f.scheme;
-    resp.zk_proof = f.proof;
-    resp.zk_id_commitment = f.id_commitment;
-    resp.zk_tag = f.tag;
-    resp.zk_id_binding = f.id_binding;
+    resp.set_zk(f);
     resp
 }
 

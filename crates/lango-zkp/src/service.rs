@@ -73,6 +73,8 @@ pub struct ProverService {
     keys: [OnceLock<Arc<Keys>>; 4],
     compiling: [Mutex<()>; 4],
     keygens: AtomicUsize,
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
     max_proof_bytes: usize,
     pool: Arc<tokio::sync::Semaphore>,
 }
@@ -118,6 +120,8 @@ impl ProverService {
             keys: Default::default(),
             compiling: Default::default(),
             keygens: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
             max_proof_bytes: DEFAULT_MAX_PROOF_BYTES,
             pool: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
         }
@@ -304,22 +308,19 @@ impl ProverService {
         }
     }
 
-    /// [`Self::compile`] on the blocking pool.
+    /// [`Self::compile`] on the blocking pool; returns at once when the keys exist, so
+    /// callers may call it before every proof.
     pub async fn compile_async(self: &Arc<Self>, id: CircuitId) -> Result<(), Error> {
+        if self.is_compiled(id) {
+            return Ok(());
+        }
         let me = self.clone();
         blocking(move || me.compile(id)).await
     }
 
     /// [`Self::prove`] on the blocking pool, at most `max_concurrent` at once.
     pub async fn prove_async(self: &Arc<Self>, witness: Witness) -> Result<Proof, Error> {
-        let _permit = self
-            .pool
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Prove("pool closed".into()))?;
-        let me = self.clone();
-        blocking(move || me.prove(&witness)).await
+        self.pooled(move |me| me.prove(&witness)).await
     }
 
     /// [`Self::verify`] on the blocking pool, at most `max_concurrent` at once.
@@ -328,6 +329,14 @@ impl ProverService {
         proof: Proof,
         public: Vec<Fp>,
     ) -> Result<bool, Error> {
+        self.pooled(move |me| me.verify(&proof, &public)).await
+    }
+
+    /// Runs `f` on the blocking pool under a pool permit, counting it as in flight.
+    async fn pooled<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Self) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
         let _permit = self
             .pool
             .clone()
@@ -335,12 +344,19 @@ impl ProverService {
             .await
             .map_err(|_| Error::Prove("pool closed".into()))?;
         let me = self.clone();
-        blocking(move || me.verify(&proof, &public)).await
+        blocking(move || {
+            let now = me.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            me.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+            let r = f(&me);
+            me.in_flight.fetch_sub(1, Ordering::SeqCst);
+            r
+        })
+        .await
     }
 
-    /// Permits free on the pool now (for tests of the limit).
-    pub fn pool_available(&self) -> usize {
-        self.pool.available_permits()
+    /// The most proofs and verifications that ran at the same time on the pool.
+    pub fn peak_concurrency(&self) -> usize {
+        self.peak_in_flight.load(Ordering::SeqCst)
     }
 }
 

@@ -297,15 +297,17 @@ async fn eight_parallel_proofs_share_a_two_slot_pool() {
                 IdentitySecret::generate().unwrap(),
             );
             let public = w.public_inputs().unwrap();
-            let seen = s.pool_available();
             let proof = s.prove_async(w).await.unwrap();
-            (s.verify_async(proof, public).await.unwrap(), seen)
+            s.verify_async(proof, public).await.unwrap()
         }));
     }
     for t in tasks {
-        let (ok, seen) = t.await.unwrap();
-        assert!(ok);
-        assert!(seen <= 2);
+        assert!(t.await.unwrap());
     }
-    assert_eq!(s.pool_available(), 2);
+    // The blocking pool has far more than two threads: only the permits keep it at two.
+    assert_eq!(
+        s.peak_concurrency(),
+        2,
+        "the pool was not used to its limit, or exceeded it"
+    );
 }
