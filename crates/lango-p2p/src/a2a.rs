@@ -701,7 +701,18 @@ impl Handler {
                 p.events.record_success(peer_did);
                 self.record(peer_did, Outcome::Success).await;
                 let mut response = self.filtered_ok(id, Value::Object(out));
-                if let (Some(attester), Some(result)) = (&p.attester, &response.result) {
+                let attest = match (&p.attester, &response.result) {
+                    (Some(attester), Some(result)) => match p.firewall.check_attest(peer_did) {
+                        Ok(()) => Some((attester, result)),
+                        Err(d) => {
+                            tracing::warn!(event = "attestation_rate_limited", peer_did,
+                                reason = %d, "response sent without attestation");
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                if let Some((attester, result)) = attest {
                     // The result is serialised once more exactly as `write_response` will
                     // embed it (compact serde_json), so the digest covers the sent bytes.
                     let bytes = serde_json::to_vec(result).unwrap_or_default();

@@ -75,13 +75,14 @@
 //!    [`CardPolicy::card_ttl`] → `stale`;
 //! 8. a signature that does not verify → `bad_signature`; no signature while
 //!    [`CardPolicy::require_signed`] → `unsigned` (otherwise stored with `verified = false`);
-//! 9. credentials: expired (`expiresAt < now`), stale (`issuedAt + maxCredentialAge < now`) or
-//!    issued more than `max_future` ahead are removed from the stored copy; the rest go to the
-//!    [`CredentialVerifier`], and one it refuses (false or error) drops the whole card →
-//!    `invalid_credential`. Without a verifier every credential is removed, so no unverified
-//!    proof is ever shown;
-//! 10. a card is stored only if none is stored for the DID or its timestamp is strictly later
-//!     → otherwise `not_newer`;
+//! 9. a card is stored only if none is stored for the DID or its timestamp is strictly later
+//!    → otherwise `not_newer`;
+//! 10. credentials: each one that fails [`crate::credential::check`] — Go-shaped
+//!     (unverifiable), untrusted or invalid issuer, bad issuer signature, expired
+//!     (`expiresAt ≤ now`), stale (`issuedAt + maxCredentialAge < now`), issued more than 30 s
+//!     ahead — is removed from the stored copy and counted by reason
+//!     ([`CardStore::credentials_dropped`]); the card itself stays. With no trusted issuer
+//!     configured no credential is ever kept;
 //! 11. when the store holds [`CardPolicy::max_known_peers`] cards, the one with the oldest
 //!     timestamp is evicted to make room. Cards older than the TTL are dropped by
 //!     [`CardStore::expire`].
@@ -92,7 +93,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, hash_map::Entry},
     fmt,
-    sync::Arc,
     time::Duration,
 };
 
@@ -101,6 +101,8 @@ use base64::{
     engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
 };
 use lango_crypto::wallet::{Did, LowS, WalletKey, verify_message};
+
+use crate::credential::CredentialPolicy;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
@@ -200,20 +202,45 @@ pub struct Pricing {
     pub tool_prices: Option<BTreeMap<String, String>>,
 }
 
-/// A zero-knowledge proof of one capability (Go `ZKCredential`).
+/// A capability credential: the issuer-signed Rust shape, or Go's `ZKCredential` (decoded for
+/// interoperability, never kept: see [`crate::credential`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ZkCredential {
-    /// The capability proven.
+    /// The capability.
     #[serde(default, deserialize_with = "de_string")]
     pub capability_id: String,
-    /// The proof bytes (base64 on the wire; empty is written `null`).
+    /// Go shape only: the proof bytes (base64 on the wire; empty is written `null`).
     #[serde(
         default,
         deserialize_with = "de_bytes",
-        serialize_with = "ser_bytes_or_null"
+        serialize_with = "ser_bytes_or_null",
+        skip_serializing_if = "Vec::is_empty"
     )]
     pub proof: Vec<u8>,
+    /// Rust shape: the capability commitment (32-byte field element, base64).
+    #[serde(
+        default,
+        deserialize_with = "de_bytes",
+        serialize_with = "ser_bytes_or_null",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub cap_commitment: Vec<u8>,
+    /// Rust shape: the issuer's DID.
+    #[serde(
+        default,
+        deserialize_with = "de_string",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub issuer_did: String,
+    /// Rust shape: the issuer's 65-byte wallet signature over the statement (base64).
+    #[serde(
+        default,
+        deserialize_with = "de_bytes",
+        serialize_with = "ser_bytes_or_null",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub issuer_signature: Vec<u8>,
     /// Issue time; missing decodes as [`GO_ZERO_TIME`].
     #[serde(
         default = "go_zero_time",
@@ -578,10 +605,20 @@ impl ZkCredential {
         }
     }
 
+    /// Whether this is the issuer-signed Rust shape (otherwise Go's).
+    pub fn is_issuer_signed(&self) -> bool {
+        !self.issuer_did.is_empty()
+            || !self.issuer_signature.is_empty()
+            || !self.cap_commitment.is_empty()
+    }
+
     fn zero() -> Self {
         Self {
             capability_id: String::new(),
             proof: Vec::new(),
+            cap_commitment: Vec::new(),
+            issuer_did: String::new(),
+            issuer_signature: Vec::new(),
             issued_at: GO_ZERO_TIME,
             expires_at: GO_ZERO_TIME,
         }
@@ -913,14 +950,26 @@ fn write_go_pricing(o: &mut Vec<u8>, p: &Pricing) {
     o.push(b'}');
 }
 
+/// A credential in the order Go writes its struct; the Rust shape replaces `proof` by the three
+/// issuer fields (a Go node ignores them, so it re-encodes such a card differently and cannot
+/// check its signature — cards with Rust credentials are for Rust nodes).
 fn write_go_credential(o: &mut Vec<u8>, c: &ZkCredential) {
     o.extend_from_slice(b"{\"capabilityId\":");
     write_go_string(o, &c.capability_id);
-    o.extend_from_slice(b",\"proof\":");
-    if c.proof.is_empty() {
-        o.extend_from_slice(b"null");
+    if c.is_issuer_signed() {
+        o.extend_from_slice(b",\"capCommitment\":");
+        write_go_bytes(o, &c.cap_commitment);
+        o.extend_from_slice(b",\"issuerDid\":");
+        write_go_string(o, &c.issuer_did);
+        o.extend_from_slice(b",\"issuerSignature\":");
+        write_go_bytes(o, &c.issuer_signature);
     } else {
-        write_go_bytes(o, &c.proof);
+        o.extend_from_slice(b",\"proof\":");
+        if c.proof.is_empty() {
+            o.extend_from_slice(b"null");
+        } else {
+            write_go_bytes(o, &c.proof);
+        }
     }
     o.extend_from_slice(b",\"issuedAt\":");
     write_go_time(o, c.issued_at);
@@ -1311,8 +1360,9 @@ pub struct CardPolicy {
     /// Cards older than this are dropped on receipt and expired from the store
     /// (`p2p.discovery.cardTtl`, 5 min).
     pub card_ttl: Duration,
-    /// Credentials issued longer ago than this are removed (`p2p.zkp.maxCredentialAge`, 24 h).
-    pub max_credential_age: Duration,
+    /// Which credentials are kept: trusted issuers (`p2p.zkp.trustedIssuers`) and the maximum
+    /// age (`p2p.zkp.maxCredentialAge`, 24 h).
+    pub credentials: CredentialPolicy,
     /// Drop cards without a verifiable signature (`p2p.discovery.requireSignedCards`, false).
     pub require_signed: bool,
     /// Most cards kept (`p2p.discovery.maxKnownPeers`, 1000). At least one is always kept.
@@ -1325,18 +1375,11 @@ impl Default for CardPolicy {
             max_card_bytes: DEFAULT_MAX_CARD_BYTES,
             max_future: Duration::from_secs(30),
             card_ttl: Duration::from_secs(5 * 60),
-            max_credential_age: Duration::from_secs(24 * 3600),
+            credentials: CredentialPolicy::default(),
             require_signed: false,
             max_known_peers: 1000,
         }
     }
-}
-
-/// Verifies a card's ZK credential (the proof system lives elsewhere).
-pub trait CredentialVerifier: Send + Sync {
-    /// `Ok(true)` if `cred` is a valid proof for `card`. `Ok(false)` or an error drops the
-    /// whole card. Only called for credentials that are neither expired nor stale.
-    fn verify(&self, card: &AgentCard, cred: &ZkCredential) -> Result<bool, String>;
 }
 
 /// Why a received card was dropped.
@@ -1368,8 +1411,6 @@ pub enum Rejection {
     BadSignature,
     /// No signature while signed cards are required.
     Unsigned,
-    /// The credential verifier refused a credential.
-    InvalidCredential,
     /// A card at least as new is already stored for the DID.
     NotNewer,
 }
@@ -1390,7 +1431,6 @@ impl Rejection {
             Self::Stale => "stale",
             Self::BadSignature => "bad_signature",
             Self::Unsigned => "unsigned",
-            Self::InvalidCredential => "invalid_credential",
             Self::NotNewer => "not_newer",
         }
     }
@@ -1413,7 +1453,6 @@ impl fmt::Display for Rejection {
             Self::Stale => f.write_str("the card's timestamp is older than the card TTL"),
             Self::BadSignature => f.write_str("the card's signature is invalid"),
             Self::Unsigned => f.write_str("the card is unsigned and signed cards are required"),
-            Self::InvalidCredential => f.write_str("the card carries an invalid ZK credential"),
             Self::NotNewer => f.write_str("the card is not newer than the one already stored"),
         }
     }
@@ -1424,7 +1463,7 @@ impl std::error::Error for Rejection {}
 /// A card kept by the [`CardStore`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredCard {
-    /// The card, with expired, stale and (without a verifier) all credentials removed.
+    /// The card, with every credential that failed its check removed.
     pub card: AgentCard,
     /// Whether the card as received carried a valid signature.
     pub verified: bool,
@@ -1435,11 +1474,11 @@ pub struct StoredCard {
 /// The known agent cards, keyed by DID, with the acceptance rules of §2.4.4.
 pub struct CardStore {
     policy: CardPolicy,
-    verifier: Option<Arc<dyn CredentialVerifier>>,
     cards: HashMap<String, StoredCard>,
     /// `(timestamp as Unix nanoseconds, DID)` of every stored card, oldest first.
     by_age: BTreeSet<(i128, String)>,
     rejections: BTreeMap<&'static str, u64>,
+    credentials_dropped: BTreeMap<&'static str, u64>,
     accepted: u64,
 }
 
@@ -1447,7 +1486,6 @@ impl fmt::Debug for CardStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CardStore")
             .field("policy", &self.policy)
-            .field("verifier", &self.verifier.is_some())
             .field("cards", &self.cards.len())
             .field("rejections", &self.rejections)
             .field("accepted", &self.accepted)
@@ -1456,14 +1494,14 @@ impl fmt::Debug for CardStore {
 }
 
 impl CardStore {
-    /// An empty store. Without a `verifier` every credential is removed from stored cards.
-    pub fn new(policy: CardPolicy, verifier: Option<Arc<dyn CredentialVerifier>>) -> Self {
+    /// An empty store.
+    pub fn new(policy: CardPolicy) -> Self {
         Self {
             policy,
-            verifier,
             cards: HashMap::new(),
             by_age: BTreeSet::new(),
             rejections: BTreeMap::new(),
+            credentials_dropped: BTreeMap::new(),
             accepted: 0,
         }
     }
@@ -1543,12 +1581,12 @@ impl CardStore {
             }
             SignatureCheck::Unsigned => false,
         };
-        card.zk_credentials = self.checked_credentials(&card, now, future_limit)?;
         if let Some(existing) = self.cards.get(&card.did)
             && card.timestamp <= existing.card.timestamp
         {
             return Err(Rejection::NotNewer);
         }
+        card.zk_credentials = self.checked_credentials(&card, now);
         Ok(StoredCard {
             card,
             verified,
@@ -1556,36 +1594,22 @@ impl CardStore {
         })
     }
 
-    /// The credentials to keep: expired, stale and not-yet-issued ones removed, the rest
-    /// verified; all removed without a verifier.
-    fn checked_credentials(
-        &self,
-        card: &AgentCard,
-        now: OffsetDateTime,
-        future_limit: Option<OffsetDateTime>,
-    ) -> Result<Vec<ZkCredential>, Rejection> {
-        let Some(verifier) = &self.verifier else {
-            return Ok(Vec::new());
-        };
+    /// The credentials to keep (those passing [`crate::credential::check`]); the others are
+    /// counted by reason.
+    fn checked_credentials(&mut self, card: &AgentCard, now: OffsetDateTime) -> Vec<ZkCredential> {
         let mut kept = Vec::with_capacity(card.zk_credentials.len());
         for cred in &card.zk_credentials {
-            if cred.is_expired(now)
-                || cred.is_stale(now, self.policy.max_credential_age)
-                || future_limit.is_some_and(|limit| cred.issued_at > limit)
-            {
-                continue;
-            }
-            match verifier.verify(card, cred) {
-                Ok(true) => kept.push(cred.clone()),
-                Ok(false) => return Err(Rejection::InvalidCredential),
+            match crate::credential::check(cred, &card.did, now, &self.policy.credentials) {
+                Ok(()) => kept.push(cred.clone()),
                 Err(e) => {
                     tracing::debug!(did = %card.did, capability = %cred.capability_id,
-                        error = %e, "ZK credential verification failed");
-                    return Err(Rejection::InvalidCredential);
+                        reason = e.as_str(), "capability credential dropped");
+                    let n = self.credentials_dropped.entry(e.as_str()).or_insert(0);
+                    *n = n.saturating_add(1);
                 }
             }
         }
-        Ok(kept)
+        kept
     }
 
     /// Stores `stored`, replacing the DID's card or evicting the oldest card when full.
@@ -1672,6 +1696,12 @@ impl CardStore {
         self.rejections.clone()
     }
 
+    /// Credentials removed from received cards, by [`crate::credential::CredentialError`]
+    /// label.
+    pub fn credentials_dropped(&self) -> BTreeMap<&'static str, u64> {
+        self.credentials_dropped.clone()
+    }
+
     /// Cards accepted since creation (new and replacing).
     pub fn accepted_total(&self) -> u64 {
         self.accepted
@@ -1695,8 +1725,6 @@ fn sub(t: OffsetDateTime, d: Duration) -> Option<OffsetDateTime> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use time::macros::datetime;
 
@@ -2104,6 +2132,9 @@ mod tests {
         card.zk_credentials = vec![ZkCredential {
             capability_id: "search".into(),
             proof: vec![9, 8, 7],
+            cap_commitment: Vec::new(),
+            issuer_did: String::new(),
+            issuer_signature: Vec::new(),
             issued_at: at - secs(60),
             expires_at: at + secs(3600),
         }];
@@ -2212,7 +2243,7 @@ mod tests {
                 "tampered {what} still verifies"
             );
             // And through the store.
-            let mut store = CardStore::new(CardPolicy::default(), None);
+            let mut store = CardStore::new(CardPolicy::default());
             let r = store.accept(&c.to_wire(), &c.peer_id.clone(), NOW, &|_| false);
             assert_eq!(r.err(), Some(Rejection::BadSignature), "{what}");
         }
@@ -2287,7 +2318,7 @@ mod tests {
                 }
                 other => panic!("{alg}: {other:?}"),
             }
-            let mut store = CardStore::new(CardPolicy::default(), None);
+            let mut store = CardStore::new(CardPolicy::default());
             assert_eq!(
                 store.accept(&c.to_wire(), PEER, NOW, &|_| false).err(),
                 Some(Rejection::BadSignature)
@@ -2303,20 +2334,17 @@ mod tests {
         card.pq_signature = b"pq-sig".to_vec();
         card.pq_signature_algorithm = "mldsa65".into();
         assert_eq!(card.verify_signature(), SignatureCheck::Unsigned);
-        let mut store = CardStore::new(CardPolicy::default(), None);
+        let mut store = CardStore::new(CardPolicy::default());
         assert!(
             !store
                 .accept(&card.to_wire(), PEER, NOW, &|_| false)
                 .unwrap()
                 .verified
         );
-        let mut strict = CardStore::new(
-            CardPolicy {
-                require_signed: true,
-                ..CardPolicy::default()
-            },
-            None,
-        );
+        let mut strict = CardStore::new(CardPolicy {
+            require_signed: true,
+            ..CardPolicy::default()
+        });
         assert_eq!(
             strict.accept(&card.to_wire(), PEER, NOW, &|_| false).err(),
             Some(Rejection::Unsigned)
@@ -2365,7 +2393,7 @@ mod tests {
     }
 
     fn store() -> CardStore {
-        CardStore::new(CardPolicy::default(), None)
+        CardStore::new(CardPolicy::default())
     }
 
     fn never(_: &str) -> bool {
@@ -2380,13 +2408,10 @@ mod tests {
         let stored = s.accept(&unsigned.to_wire(), PEER, NOW, &never).unwrap();
         assert!(!stored.verified);
         assert_eq!(stored.received_at, NOW);
-        let mut s = CardStore::new(
-            CardPolicy {
-                require_signed: true,
-                ..CardPolicy::default()
-            },
-            None,
-        );
+        let mut s = CardStore::new(CardPolicy {
+            require_signed: true,
+            ..CardPolicy::default()
+        });
         assert_eq!(
             s.accept(&unsigned.to_wire(), PEER, NOW, &never).err(),
             Some(Rejection::Unsigned)
@@ -2523,40 +2548,50 @@ mod tests {
         assert_eq!(s.accepted_total(), 3);
     }
 
-    struct Fixed {
-        answer: Result<bool, String>,
-        calls: AtomicUsize,
-        refuse: Option<&'static str>,
+    /// The issuer every credential test trusts.
+    fn issuer() -> WalletKey {
+        key(7)
     }
 
-    impl Fixed {
-        fn new(answer: Result<bool, String>) -> Arc<Self> {
-            Arc::new(Self {
-                answer,
-                calls: AtomicUsize::new(0),
-                refuse: None,
-            })
+    fn trusting(issuers: &[&WalletKey]) -> CardPolicy {
+        CardPolicy {
+            credentials: CredentialPolicy {
+                trusted_issuers: issuers.iter().map(|w| w.did().to_string()).collect(),
+                ..CredentialPolicy::default()
+            },
+            ..CardPolicy::default()
         }
     }
 
-    impl CredentialVerifier for Fixed {
-        fn verify(&self, card: &AgentCard, cred: &ZkCredential) -> Result<bool, String> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            assert!(!card.did.is_empty());
-            if self.refuse == Some(cred.capability_id.as_str()) {
-                return Ok(false);
-            }
-            self.answer.clone()
-        }
+    /// A credential `by` issues to `subject` for capability `id`, over a real commitment.
+    fn cred_by(
+        by: &WalletKey,
+        subject: &WalletKey,
+        id: &str,
+        issued: OffsetDateTime,
+        expires: OffsetDateTime,
+    ) -> ZkCredential {
+        use lango_zkp::{circuits, encoding};
+        let identity = circuits::IdentitySecret::from_bytes(&[5; 32]).unwrap();
+        let commitment = circuits::capability_commitment(
+            identity.commitment(),
+            encoding::capability_id(id).unwrap(),
+            700,
+            encoding::fe_u64(42),
+        );
+        crate::credential::issue(
+            by,
+            subject.did().as_str(),
+            id,
+            encoding::fe_to_bytes(&commitment),
+            issued,
+            expires,
+        )
+        .unwrap()
     }
 
     fn cred(id: &str, issued: OffsetDateTime, expires: OffsetDateTime) -> ZkCredential {
-        ZkCredential {
-            capability_id: id.into(),
-            proof: vec![1, 2, 3],
-            issued_at: issued,
-            expires_at: expires,
-        }
+        cred_by(&issuer(), &key(1), id, issued, expires)
     }
 
     fn card_with_creds(w: &WalletKey, creds: Vec<ZkCredential>) -> Vec<u8> {
@@ -2566,104 +2601,74 @@ mod tests {
         c.to_wire()
     }
 
-    #[test]
-    fn tf3_expired_stale_and_timeless_credentials_are_removed() {
-        let w = key(1);
-        let v = Fixed::new(Ok(true));
-        let mut s = CardStore::new(CardPolicy::default(), Some(v.clone()));
-        let hour = secs(3600);
-        let raw = card_with_creds(
-            &w,
-            vec![
-                cred("expired", NOW - 2 * hour, NOW - secs(1)),
-                cred("stale", NOW - 25 * hour, NOW + hour),
-                ZkCredential {
-                    capability_id: "timeless".into(),
-                    proof: vec![1],
-                    issued_at: GO_ZERO_TIME,
-                    expires_at: GO_ZERO_TIME,
-                },
-                cred("future", NOW + hour, NOW + 2 * hour),
-                cred("fresh", NOW - hour, NOW + hour),
-                cred("edge", NOW - 24 * hour, NOW),
-            ],
-        );
-        let stored = s.accept(&raw, PEER, NOW, &never).unwrap();
-        assert!(
-            stored.verified,
-            "signature checked over the card as received"
-        );
-        let ids: Vec<&str> = stored
+    fn kept_ids(stored: &StoredCard) -> Vec<&str> {
+        stored
             .card
             .zk_credentials
             .iter()
             .map(|c| c.capability_id.as_str())
-            .collect();
-        assert_eq!(ids, ["fresh", "edge"]);
-        assert_eq!(
-            v.calls.load(Ordering::SeqCst),
-            2,
-            "only live credentials verified"
-        );
-        // A credential sent without any timestamp on the wire is removed too.
-        let raw = format!(
-            r#"{{"name":"a","did":"{}","peerId":"{PEER}","timestamp":"2023-11-14T22:13:20Z","zkCredentials":[{{"capabilityId":"x","proof":"AQ=="}}]}}"#,
-            key(2).did()
-        );
-        let mut s = CardStore::new(CardPolicy::default(), Some(v.clone()));
-        let stored = s.accept(raw.as_bytes(), PEER, NOW, &never).unwrap();
-        assert!(stored.card.zk_credentials.is_empty());
-        assert_eq!(v.calls.load(Ordering::SeqCst), 2);
+            .collect()
     }
 
     #[test]
-    fn tf4_invalid_credential_drops_the_card() {
+    fn tf3_each_failing_credential_is_dropped_and_the_card_kept() {
         let w = key(1);
         let hour = secs(3600);
+        let mut other_dates = cred("other-dates", NOW - hour, NOW + hour);
+        other_dates.expires_at = NOW + 100 * hour;
+        let mut forged_commitment = cred("forged-commitment", NOW - hour, NOW + hour);
+        forged_commitment.cap_commitment[0] ^= 1;
+        let mut non_canonical = cred("non-canonical", NOW - hour, NOW + hour);
+        non_canonical.cap_commitment = vec![0xff; 32];
+        let mut go_shaped = ZkCredential::zero();
+        go_shaped.capability_id = "go".into();
+        go_shaped.proof = vec![1, 2, 3];
+        go_shaped.issued_at = NOW - hour;
+        go_shaped.expires_at = NOW + hour;
         let raw = card_with_creds(
             &w,
             vec![
-                cred("good", NOW - hour, NOW + hour),
-                cred("bad", NOW - hour, NOW + hour),
+                cred("fresh", NOW - hour, NOW + hour),
+                cred("edge-age", NOW - 24 * hour, NOW + hour),
+                cred("edge-future", NOW + secs(30), NOW + hour),
+                cred("expired", NOW - 2 * hour, NOW - secs(1)),
+                cred("expires-now", NOW - hour, NOW),
+                cred("stale", NOW - 24 * hour - secs(1), NOW + hour),
+                cred("future", NOW + secs(31), NOW + hour),
+                cred_by(&key(8), &w, "unknown-issuer", NOW - hour, NOW + hour),
+                cred_by(&issuer(), &key(2), "someone-elses", NOW - hour, NOW + hour),
+                other_dates,
+                forged_commitment,
+                non_canonical,
+                go_shaped,
             ],
         );
-        for answer in [Ok(false), Err("proof does not verify".to_string())] {
-            let mut s = CardStore::new(CardPolicy::default(), Some(Fixed::new(answer)));
-            assert_eq!(
-                s.accept(&raw, PEER, NOW, &never).err(),
-                Some(Rejection::InvalidCredential)
-            );
-            assert!(s.is_empty());
-        }
-        let picky = Arc::new(Fixed {
-            answer: Ok(true),
-            calls: AtomicUsize::new(0),
-            refuse: Some("bad"),
-        });
-        let mut s = CardStore::new(CardPolicy::default(), Some(picky));
-        assert_eq!(
-            s.accept(&raw, PEER, NOW, &never).err(),
-            Some(Rejection::InvalidCredential)
-        );
-        // An invalid credential that is also expired is never shown to the verifier.
-        let expired_bad = card_with_creds(&w, vec![cred("bad", NOW - hour, NOW - secs(1))]);
-        let picky = Arc::new(Fixed {
-            answer: Ok(true),
-            calls: AtomicUsize::new(0),
-            refuse: Some("bad"),
-        });
-        let mut s = CardStore::new(CardPolicy::default(), Some(picky));
+        let mut s = CardStore::new(trusting(&[&issuer()]));
+        let stored = s.accept(&raw, PEER, NOW, &never).unwrap();
         assert!(
-            s.accept(&expired_bad, PEER, NOW, &never)
-                .unwrap()
-                .card
-                .zk_credentials
-                .is_empty()
+            stored.verified,
+            "the card's own signature covers the credentials as sent"
         );
+        assert_eq!(kept_ids(stored), ["fresh", "edge-age", "edge-future"]);
+        let dropped = s.credentials_dropped();
+        let want = [
+            ("expired", 2),
+            ("stale", 1),
+            ("from_future", 1),
+            ("untrusted_issuer", 1),
+            ("bad_signature", 3),
+            ("malformed_commitment", 1),
+            ("unverifiable", 1),
+        ];
+        for (label, n) in want {
+            assert_eq!(dropped.get(label), Some(&n), "{label}: {dropped:?}");
+        }
+        assert_eq!(dropped.len(), want.len(), "{dropped:?}");
+        assert!(s.rejections().is_empty(), "no card was dropped");
     }
 
     #[test]
-    fn tf4_without_a_verifier_every_credential_is_removed() {
+    fn tf3_without_a_trusted_issuer_no_credential_is_kept() {
         let w = key(1);
         let hour = secs(3600);
         let raw = card_with_creds(&w, vec![cred("good", NOW - hour, NOW + hour)]);
@@ -2671,19 +2676,21 @@ mod tests {
         let stored = s.accept(&raw, PEER, NOW, &never).unwrap();
         assert!(stored.verified);
         assert!(stored.card.zk_credentials.is_empty());
+        assert_eq!(s.credentials_dropped().get("untrusted_issuer"), Some(&1));
+        // The same card is kept with its credential by a node that trusts the issuer.
+        let mut s = CardStore::new(trusting(&[&key(8), &issuer()]));
+        assert_eq!(
+            kept_ids(s.accept(&raw, PEER, NOW, &never).unwrap()),
+            ["good"]
+        );
     }
 
     #[test]
     fn tf3_max_credential_age_is_the_policys() {
         let w = key(1);
-        let v = Fixed::new(Ok(true));
-        let mut s = CardStore::new(
-            CardPolicy {
-                max_credential_age: secs(60),
-                ..CardPolicy::default()
-            },
-            Some(v),
-        );
+        let mut policy = trusting(&[&issuer()]);
+        policy.credentials.max_age = secs(60);
+        let mut s = CardStore::new(policy);
         let raw = card_with_creds(
             &w,
             vec![
@@ -2692,8 +2699,34 @@ mod tests {
             ],
         );
         let stored = s.accept(&raw, PEER, NOW, &never).unwrap();
-        assert_eq!(stored.card.zk_credentials.len(), 1);
-        assert_eq!(stored.card.zk_credentials[0].capability_id, "young");
+        assert_eq!(kept_ids(stored), ["young"]);
+    }
+
+    #[test]
+    fn tf3_issuer_signed_credentials_round_trip_on_the_wire() {
+        let w = key(1);
+        let hour = secs(3600);
+        let c = cred("search", NOW - hour, NOW + hour);
+        let raw = card_with_creds(&w, vec![c.clone()]);
+        let text = std::str::from_utf8(&raw).unwrap();
+        let at = text.find("\"zkCredentials\":[{").unwrap();
+        let order: Vec<usize> = [
+            "\"capabilityId\"",
+            "\"capCommitment\"",
+            "\"issuerDid\"",
+            "\"issuerSignature\"",
+            "\"issuedAt\"",
+            "\"expiresAt\"",
+        ]
+        .iter()
+        .map(|k| text[at..].find(k).unwrap())
+        .collect();
+        assert!(order.windows(2).all(|p| p[0] < p[1]), "{text}");
+        assert!(!text[at..].contains("\"proof\""), "{text}");
+        let back = AgentCard::from_wire(&raw).unwrap();
+        assert_eq!(back.zk_credentials, [c]);
+        assert_eq!(back.to_wire(), raw);
+        assert_eq!(back.verify_signature(), SignatureCheck::Valid);
     }
 
     #[test]
@@ -2779,13 +2812,10 @@ mod tests {
 
     #[test]
     fn tf7_full_store_evicts_the_oldest() {
-        let mut s = CardStore::new(
-            CardPolicy {
-                max_known_peers: 3,
-                ..CardPolicy::default()
-            },
-            None,
-        );
+        let mut s = CardStore::new(CardPolicy {
+            max_known_peers: 3,
+            ..CardPolicy::default()
+        });
         let keys: Vec<WalletKey> = (1..=5).map(key).collect();
         // Ages: key1 oldest … key3 newest.
         for (i, k) in keys[..3].iter().enumerate() {
@@ -2881,15 +2911,10 @@ mod tests {
     #[test]
     fn rejection_counters_count_each_reason() {
         let w = key(1);
-        let v = Fixed::new(Ok(false));
-        let mut s = CardStore::new(
-            CardPolicy {
-                require_signed: true,
-                ..CardPolicy::default()
-            },
-            Some(v),
-        );
-        let hour = secs(3600);
+        let mut s = CardStore::new(CardPolicy {
+            require_signed: true,
+            ..CardPolicy::default()
+        });
         let revoked_did = key(9).did().to_string();
         let is_revoked = |d: &str| d == revoked_did;
         let mut tampered = AgentCard::from_wire(&signed_wire(&w, NOW)).unwrap();
@@ -2915,10 +2940,6 @@ mod tests {
             (signed_wire(&key(2), NOW - secs(600)), Rejection::Stale),
             (tampered.to_wire(), Rejection::BadSignature),
             (unsigned.to_wire(), Rejection::Unsigned),
-            (
-                card_with_creds(&key(3), vec![cred("c", NOW - hour, NOW + hour)]),
-                Rejection::InvalidCredential,
-            ),
         ];
         for (raw, want) in &inputs {
             assert_eq!(s.accept(raw, PEER, NOW, &is_revoked).err(), Some(*want));
@@ -2951,7 +2972,6 @@ mod tests {
             "stale",
             "bad_signature",
             "unsigned",
-            "invalid_credential",
         ];
         for l in labels {
             assert_eq!(counts.get(l), Some(&1), "{l}: {counts:?}");

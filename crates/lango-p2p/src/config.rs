@@ -518,6 +518,12 @@ impl Default for DiscoveryConfig {
 pub struct ZkpConfig {
     /// Credentials issued longer ago than this are removed from stored cards. Must be > 0.
     pub max_credential_age: GoDuration,
+    /// Issuers (`did:lango:` DIDs) whose capability credentials are kept on received cards;
+    /// empty (default) keeps none (Rust addition).
+    pub trusted_issuers: Vec<String>,
+    /// A JSON file with this node's own issuer-signed credentials (an array in the card's
+    /// credential form), published on its agent card; empty: none (Rust addition).
+    pub credentials_file: String,
     /// With `p2p.zkAttestation`: a tool result whose attestation is missing or does not
     /// verify fails the call (default: logged, and the result returned, as Go does).
     pub require_attestation: bool,
@@ -539,6 +545,9 @@ pub struct ZkpConfig {
     pub max_proof_bytes: usize,
     /// Proofs and verifications at once on the blocking pool (0: half the CPUs, at least 1).
     pub max_concurrent_proofs: usize,
+    /// Response attestations per minute and requesting peer (default 30; 0 turns the limit
+    /// off). Beyond it results go out without attestation (Rust addition, W-9).
+    pub attest_rate_limit: u32,
     /// The attestation window this node asks for (and uses when none is asked): seconds
     /// before now.
     pub attest_window_past_secs: u64,
@@ -550,6 +559,9 @@ impl Default for ZkpConfig {
     fn default() -> Self {
         Self {
             max_credential_age: GoDuration::secs(24 * 3600),
+            trusted_issuers: Vec::new(),
+            credentials_file: String::new(),
+            attest_rate_limit: crate::firewall::DEFAULT_ATTEST_RATE_LIMIT,
             require_attestation: false,
             attest_timeout: GoDuration::secs(5),
             proving_scheme: "halo2".into(),
@@ -663,6 +675,7 @@ impl P2pConfig {
             min_trust_score: self.min_trust_score,
             meta_rate_limit: self.meta_rate_limit,
             global_rate_limit: self.global_rate_limit,
+            attest_rate_limit: self.zkp.attest_rate_limit,
         }
     }
 
@@ -728,6 +741,11 @@ impl P2pConfig {
         }
         if self.discovery.card_ttl.0 < Duration::from_secs(1) {
             p.push(format!("{prefix}.discovery.cardTtl: must be at least 1s"));
+        }
+        for d in &self.zkp.trusted_issuers {
+            if let Err(e) = crate::identity::canonical_did(d) {
+                p.push(format!("{prefix}.zkp.trustedIssuers: {e}"));
+            }
         }
         if self.zkp.max_credential_age.0.is_zero() {
             p.push(format!(
@@ -940,6 +958,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(z.max_credential_age.0, Duration::from_secs(5400));
+        // §5.4.10: the maxCredentialAge forms, and an unparsable one is an error (Go ignored it).
+        for (text, secs) in [
+            ("24h", 86_400),
+            ("90m", 5_400),
+            ("1h30m", 5_400),
+            ("45s", 45),
+        ] {
+            let z: ZkpConfig =
+                serde_json::from_str(&format!(r#"{{"maxCredentialAge": "{text}"}}"#)).unwrap();
+            assert_eq!(z.max_credential_age.0, Duration::from_secs(secs), "{text}");
+        }
+        for bad in ["1 day", "", "24", "-1h"] {
+            let e =
+                serde_json::from_str::<ZkpConfig>(&format!(r#"{{"maxCredentialAge": "{bad}"}}"#));
+            assert!(e.is_err(), "{bad:?} was accepted");
+        }
         let c = P2pConfig {
             zkp: z,
             ..P2pConfig::default()
@@ -984,8 +1018,11 @@ mod tests {
             revoked_dids: vec!["did:lango:ZZ".into()],
             ..P2pConfig::default()
         };
+        let mut c = c;
+        c.zkp.trusted_issuers = vec!["did:lango:issuer".into()];
         let problems = c.validate("p2p").unwrap_err().join("\n");
         for needle in [
+            "p2p.zkp.trustedIssuers",
             "p2p.bootstrapPeers: \"/ip4/127.0.0.1/tcp/1\" must end in /p2p/",
             "p2p.bootstrapPeers: \"nope\" is not a multiaddr",
             "p2p.minTrustScore",

@@ -59,6 +59,9 @@ pub const PERMISSIVE_RULE_MESSAGE: &str =
     "overly permissive rule: allow all peers with all tools is prohibited";
 /// Threshold used when the configured one is ≤ 0 or not a number.
 pub const DEFAULT_MIN_TRUST_SCORE: f64 = 0.3;
+/// Default of `p2p.zkp.attestRateLimit`: response attestations per minute and peer.
+pub const DEFAULT_ATTEST_RATE_LIMIT: u32 = 30;
+
 /// Default of `p2p.metaRateLimit`: meta requests per minute and peer.
 pub const DEFAULT_META_RATE_LIMIT: u32 = 60;
 /// A per-peer bucket unused for this long is dropped.
@@ -449,6 +452,9 @@ pub struct FirewallConfig {
     pub meta_rate_limit: u32,
     /// `p2p.globalRateLimit`: tool calls per minute over all peers; 0 (default) is off.
     pub global_rate_limit: u32,
+    /// `p2p.zkp.attestRateLimit`: response attestations (proofs) per minute and peer; 0 turns
+    /// the limit off ([`Firewall::check_attest`]).
+    pub attest_rate_limit: u32,
 }
 
 impl Default for FirewallConfig {
@@ -458,6 +464,7 @@ impl Default for FirewallConfig {
             min_trust_score: DEFAULT_MIN_TRUST_SCORE,
             meta_rate_limit: DEFAULT_META_RATE_LIMIT,
             global_rate_limit: 0,
+            attest_rate_limit: DEFAULT_ATTEST_RATE_LIMIT,
         }
     }
 }
@@ -564,6 +571,8 @@ struct State {
     global: Option<Bucket>,
     /// Meta-request buckets.
     meta: PeerBuckets,
+    /// Attestation buckets (ZK spec §3.14.3, W-9).
+    attest: PeerBuckets,
 }
 
 impl State {
@@ -618,6 +627,7 @@ pub struct Firewall {
     reputation: Option<Arc<dyn DynReputation>>,
     threshold: f64,
     meta_rate: Option<f64>,
+    attest_rate: Option<f64>,
 }
 
 impl fmt::Debug for Firewall {
@@ -665,6 +675,8 @@ impl Firewall {
             reputation: None,
             threshold,
             meta_rate: (config.meta_rate_limit > 0).then(|| f64::from(config.meta_rate_limit)),
+            attest_rate: (config.attest_rate_limit > 0)
+                .then(|| f64::from(config.attest_rate_limit)),
         })
     }
 
@@ -724,6 +736,21 @@ impl Firewall {
         };
         let now = self.clock.now();
         if lock(&self.state).meta.take(peer_did, rate, now) {
+            Ok(())
+        } else {
+            Err(Denial::peer_rate(peer_did))
+        }
+    }
+
+    /// Takes one token from `peer_did`'s attestation bucket. A proof costs about a second of
+    /// CPU, so one peer calling cheap tools in a loop could otherwise keep the prover pool
+    /// busy for everyone (W-9); a peer out of tokens gets its results without attestation.
+    pub fn check_attest(&self, peer_did: &str) -> Result<(), Denial> {
+        let Some(rate) = self.attest_rate else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        if lock(&self.state).attest.take(peer_did, rate, now) {
             Ok(())
         } else {
             Err(Denial::peer_rate(peer_did))

@@ -20,6 +20,7 @@ pub mod a2a;
 pub mod auth;
 pub mod card;
 pub mod config;
+pub mod credential;
 mod error;
 pub mod firewall;
 pub mod identity;

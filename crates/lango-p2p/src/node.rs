@@ -42,8 +42,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     Error, Result,
-    card::{AgentCard, CardPolicy, CardStore, CredentialVerifier, StoredCard},
+    card::{AgentCard, CardPolicy, CardStore, StoredCard, ZkCredential},
     config::{A2aConfig, P2pConfig},
+    credential::CredentialPolicy,
     identity::KeyStorage,
     revocation::Revocations,
 };
@@ -132,8 +133,8 @@ pub struct NodeOptions {
     pub wallet: Option<Arc<WalletKey>>,
     /// Revoked DIDs.
     pub revocations: Revocations,
-    /// Verifies card credentials (the ZK issue); `None` removes every credential.
-    pub credential_verifier: Option<Arc<dyn CredentialVerifier>>,
+    /// This node's own issuer-signed capability credentials, published on its card.
+    pub credentials: Vec<ZkCredential>,
 }
 
 /// A connected peer.
@@ -174,6 +175,8 @@ pub struct Status {
     pub cards_accepted: u64,
     /// Cards rejected since start, by reason.
     pub cards_rejected: BTreeMap<String, u64>,
+    /// Credentials removed from received cards since start, by reason.
+    pub credentials_dropped: BTreeMap<String, u64>,
     /// Bootstrap connections refused because the peer ID did not match the pin.
     pub bootstrap_refused: u64,
     /// Peers in the Kademlia routing table.
@@ -403,7 +406,11 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle> {
     let did = opts.wallet.as_ref().map(|w| w.did());
     let policy = CardPolicy {
         card_ttl: opts.p2p.discovery.card_ttl.0,
-        max_credential_age: opts.p2p.zkp.max_credential_age.0,
+        credentials: CredentialPolicy {
+            trusted_issuers: opts.p2p.zkp.trusted_issuers.iter().cloned().collect(),
+            max_age: opts.p2p.zkp.max_credential_age.0,
+            ..CredentialPolicy::default()
+        },
         require_signed: opts.p2p.discovery.require_signed_cards,
         max_known_peers: opts.p2p.discovery.max_known_peers as usize,
         ..CardPolicy::default()
@@ -430,7 +437,8 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle> {
         swarm,
         topic,
         started: std::time::Instant::now(),
-        cards: CardStore::new(policy, opts.credential_verifier.clone()),
+        cards: CardStore::new(policy),
+        credentials: opts.credentials.clone(),
         revocations: opts.revocations.clone(),
         wallet: opts.wallet.clone(),
         a2a: opts.a2a.clone(),
@@ -469,6 +477,7 @@ struct NodeTask {
     topic: gossipsub::IdentTopic,
     started: std::time::Instant,
     cards: CardStore,
+    credentials: Vec<ZkCredential>,
     revocations: Revocations,
     wallet: Option<Arc<WalletKey>>,
     a2a: A2aConfig,
@@ -594,6 +603,7 @@ impl NodeTask {
             time::OffsetDateTime::now_utc(),
         );
         card.description = self.a2a.description.clone();
+        card.zk_credentials = self.credentials.clone();
         if let Err(e) = card.sign(wallet) {
             tracing::warn!(error = %e, "could not sign the agent card; not publishing it");
             return None;
@@ -648,6 +658,12 @@ impl NodeTask {
                     known_cards: self.cards.len(),
                     cards_accepted: self.cards.accepted_total(),
                     cards_rejected,
+                    credentials_dropped: self
+                        .cards
+                        .credentials_dropped()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
                     bootstrap_refused: self.bootstrap_refused,
                     routing_table_peers,
                     uptime_secs: self.started.elapsed().as_secs(),

@@ -8,8 +8,10 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use lango_crypto::{SecretKey32, wallet::WalletKey};
 use lango_p2p::{
-    card::{AgentCard, CredentialVerifier, ZkCredential},
+    card::AgentCard,
+    config::ZkpConfig,
     config::{A2aConfig, GoDuration, P2pConfig},
+    credential,
     identity::KeyStorage,
     node::{self, AGENT_CARD_TOPIC, NodeHandle, NodeOptions},
     revocation::Revocations,
@@ -17,15 +19,20 @@ use lango_p2p::{
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, noise, swarm::SwarmEvent, tcp, yamux};
 use time::OffsetDateTime;
 
-/// Accepts every credential: the test is about expiry and age, which apply before it.
-struct AcceptAll;
-impl CredentialVerifier for AcceptAll {
-    fn verify(&self, _card: &AgentCard, _cred: &ZkCredential) -> Result<bool, String> {
-        Ok(true)
-    }
+/// The capability evaluator the node trusts.
+fn issuer() -> WalletKey {
+    WalletKey::from_bytes(&[7; 32]).unwrap()
 }
 
 async fn start_node(dir: &std::path::Path) -> (NodeHandle, Revocations, lango_store::Database) {
+    start_node_with(dir, WalletKey::generate().unwrap(), Vec::new()).await
+}
+
+async fn start_node_with(
+    dir: &std::path::Path,
+    wallet: WalletKey,
+    credentials: Vec<lango_p2p::card::ZkCredential>,
+) -> (NodeHandle, Revocations, lango_store::Database) {
     let key = SecretKey32::generate().unwrap();
     let db = lango_store::Database::open(
         &dir.join("lango.db"),
@@ -46,6 +53,10 @@ async fn start_node(dir: &std::path::Path) -> (NodeHandle, Revocations, lango_st
         enabled: true,
         listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".into()],
         gossip_interval: GoDuration::secs(1),
+        zkp: ZkpConfig {
+            trusted_issuers: vec![issuer().did().to_string()],
+            ..ZkpConfig::default()
+        },
         ..P2pConfig::default()
     };
     let node = node::start(NodeOptions {
@@ -53,9 +64,9 @@ async fn start_node(dir: &std::path::Path) -> (NodeHandle, Revocations, lango_st
         a2a: A2aConfig::default(),
         keypair: libp2p::identity::Keypair::generate_ed25519(),
         key_storage: KeyStorage::SecretsStore,
-        wallet: Some(Arc::new(WalletKey::generate().unwrap())),
+        wallet: Some(Arc::new(wallet)),
         revocations: revocations.clone(),
-        credential_verifier: Some(Arc::new(AcceptAll)),
+        credentials,
     })
     .await
     .unwrap();
@@ -194,16 +205,38 @@ async fn each_forged_card_is_rejected_for_its_own_reason() {
         .unwrap();
     publish(&mut r, card(&revoked, &me, now).to_wire()).await;
 
-    // Credentials: one expired, one over the maximum age, one valid.
+    // Credentials: expired, over the maximum age, from an untrusted issuer, re-dated by the
+    // holder, and one valid. Only the valid one is kept; the card stays.
     let creds = WalletKey::generate().unwrap();
     let mut c = card(&creds, &me, now);
-    let cred = |id: &str, issued: OffsetDateTime, expires: OffsetDateTime| ZkCredential {
-        capability_id: id.into(),
-        proof: vec![1, 2, 3],
-        issued_at: issued,
-        expires_at: expires,
+    let cred = |id: &str, issued: OffsetDateTime, expires: OffsetDateTime| {
+        credential::issue(
+            &issuer(),
+            creds.did().as_str(),
+            id,
+            [1; 32],
+            issued,
+            expires,
+        )
+        .unwrap()
     };
+    let mut redated = cred(
+        "redated",
+        now - Duration::from_secs(25 * 3600),
+        now + Duration::from_secs(3600),
+    );
+    redated.issued_at += Duration::from_secs(24 * 3600);
     c.zk_credentials = vec![
+        redated,
+        credential::issue(
+            &WalletKey::generate().unwrap(),
+            creds.did().as_str(),
+            "self-issued",
+            [1; 32],
+            now - Duration::from_secs(60),
+            now + Duration::from_secs(3600),
+        )
+        .unwrap(),
         cred(
             "expired",
             now - Duration::from_secs(7200),
@@ -272,8 +305,17 @@ async fn each_forged_card_is_rejected_for_its_own_reason() {
     assert_eq!(
         ids,
         ["fresh"],
-        "expired and over-age credentials are removed"
+        "expired, over-age, untrusted and re-dated credentials are removed"
     );
+    let dropped = &node.status().await.unwrap().credentials_dropped;
+    for (reason, n) in [
+        ("expired", 1),
+        ("stale", 1),
+        ("untrusted_issuer", 1),
+        ("bad_signature", 1),
+    ] {
+        assert_eq!(dropped.get(reason), Some(&n), "{reason}: {dropped:?}");
+    }
 
     // Revoking a DID whose card is stored deletes the card.
     revocations
@@ -296,4 +338,53 @@ async fn each_forged_card_is_rejected_for_its_own_reason() {
     }
     node.shutdown().await.unwrap();
     db.close().await;
+}
+
+/// Two lango nodes: A publishes its own issuer-signed credential on its card; B, which trusts
+/// the issuer, stores A's card with the credential (§3.14.4 end to end over gossip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_own_credential_reaches_a_peer_that_trusts_the_issuer() {
+    let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let wallet_a = WalletKey::generate().unwrap();
+    let did_a = wallet_a.did().to_string();
+    let now = OffsetDateTime::now_utc();
+    let cred = credential::issue(
+        &issuer(),
+        &did_a,
+        "code-review",
+        [9; 32],
+        now - Duration::from_secs(60),
+        now + Duration::from_secs(3600),
+    )
+    .unwrap();
+    let (a, _ra, db_a) = start_node_with(ta.path(), wallet_a, vec![cred.clone()]).await;
+    let (b, _rb, db_b) = start_node(tb.path()).await;
+    let st = a.status().await.unwrap();
+    let addr: Multiaddr = format!("{}/p2p/{}", st.listen_addrs[0], st.peer_id)
+        .parse()
+        .unwrap();
+    b.connect(addr).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let stored = loop {
+        if let Some(c) = b
+            .cards(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.card.did == did_a)
+        {
+            break c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A's card never reached B"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(stored.verified);
+    assert_eq!(stored.card.zk_credentials, [cred]);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    db_a.close().await;
+    db_b.close().await;
 }

@@ -636,3 +636,39 @@ fn firewall_is_shared_across_threads() {
         assert!((50..=52).contains(&ok), "{ok}");
     }
 }
+
+/// ZK spec §3.14.3 / W-9: attestation work is limited per peer, refills over the minute,
+/// does not draw from the tool-call buckets, and 0 turns the limit off.
+#[test]
+fn attestation_work_is_rate_limited_per_peer() {
+    let (fw, clock) = clocked(FirewallConfig {
+        rules: vec![Rule::allow("*", ["echo"])],
+        attest_rate_limit: 2,
+        ..FirewallConfig::default()
+    });
+    fw.check_attest(P).unwrap();
+    fw.check_attest(P).unwrap();
+    let err = fw.check_attest(P).unwrap_err();
+    assert_eq!(err.kind(), DenialKind::PeerRateLimit);
+    assert_eq!(err.message(), format!("rate limit exceeded for peer {P}"));
+    // Another peer has its own bucket, and tool calls are unaffected.
+    fw.check_attest(Q).unwrap();
+    fw.check(P, "echo").unwrap();
+    // Two per minute: a token after 30 s, not before.
+    clock.advance(Duration::from_secs(29));
+    assert!(fw.check_attest(P).is_err());
+    clock.advance(Duration::from_secs(2));
+    fw.check_attest(P).unwrap();
+
+    let (off, _clock) = clocked(FirewallConfig {
+        attest_rate_limit: 0,
+        ..FirewallConfig::default()
+    });
+    for _ in 0..1000 {
+        off.check_attest(P).unwrap();
+    }
+    assert_eq!(
+        P2pConfig::default().firewall_config().attest_rate_limit,
+        lango_p2p::firewall::DEFAULT_ATTEST_RATE_LIMIT
+    );
+}

@@ -56,7 +56,7 @@ impl Peer {
             key_storage: KeyStorage::SecretsStore,
             wallet: Some(wallet.clone()),
             revocations: revocations.clone(),
-            credential_verifier: None,
+            credentials: Vec::new(),
         })
         .await
         .unwrap();

@@ -31,7 +31,7 @@ async fn start(dir: &std::path::Path) -> (NodeHandle, lango_store::Database) {
         key_storage: KeyStorage::SecretsStore,
         wallet: Some(Arc::new(WalletKey::generate().unwrap())),
         revocations: Revocations::load(db.pool().clone(), &[]).await.unwrap(),
-        credential_verifier: None,
+        credentials: Vec::new(),
     })
     .await
     .unwrap();

@@ -313,6 +313,14 @@ async fn run_node(
     let (wallet, wallet_created) = identity::load_or_create_wallet(&store).await?;
     let keypair = identity::libp2p_keypair(&ident.key)?;
     let wallet = Arc::new(wallet);
+    let credentials = match p2p.zkp.credentials_file.as_str() {
+        "" => Vec::new(),
+        f => lango_p2p::credential::load_own(
+            std::path::Path::new(&expand(f)),
+            wallet.did().as_str(),
+            time::OffsetDateTime::now_utc(),
+        )?,
+    };
     let p2p_config = p2p.clone();
     let node = node::start(NodeOptions {
         p2p,
@@ -321,7 +329,7 @@ async fn run_node(
         key_storage: ident.storage,
         wallet: Some(wallet.clone()),
         revocations: revocations.clone(),
-        credential_verifier: None,
+        credentials,
     })
     .await?;
     let zk = match start_zk(&p2p_config, &store, &wallet, &ctx.data_dir).await {
@@ -600,10 +608,6 @@ async fn start_zk(
         tracing::warn!(scheme = %z.proving_scheme,
             "p2p.zkp.provingScheme is a Go scheme; this node proves and verifies with halo2");
     }
-    let expand = |p: &str| match (p.strip_prefix("~/"), std::env::home_dir()) {
-        (Some(rest), Some(home)) => home.join(rest).to_string_lossy().into_owned(),
-        _ => p.to_owned(),
-    };
     let source = match (z.srs_mode.as_str(), z.srs_path.is_empty()) {
         ("unsafe", _) => lango_zkp::params::ParamsSource::Memory,
         (_, false) => lango_zkp::params::ParamsSource::Pattern(expand(&z.srs_path)),
@@ -696,5 +700,13 @@ pub fn origin_text(o: KeyOrigin) -> &'static str {
         }
         KeyOrigin::MigrationPending => "read from the legacy node.key; migration will be retried",
         KeyOrigin::File => "read from the key file",
+    }
+}
+
+/// `~/` at the start of a configured path is the home directory.
+fn expand(p: &str) -> String {
+    match (p.strip_prefix("~/"), std::env::home_dir()) {
+        (Some(rest), Some(home)) => home.join(rest).to_string_lossy().into_owned(),
+        _ => p.to_owned(),
     }
 }
