@@ -4,8 +4,11 @@
 //! - Debian packages (installed when missing and xtask runs as root): SQLCipher 3 CLI (the
 //!   independent legacy client), D-Bus, gnome-keyring (a real Secret Service), libsecret-tools
 //!   (`secret-tool`, an independent Secret Service client), keyutils (`keyctl`).
+//! - SoftHSM2, OpenSC and openssl for the PKCS#11 tests (each test initialises its own token).
 //! - A Python venv under the target directory with `sqlcipher3-binary` (the independent
-//!   SQLCipher 4 client); its interpreter is passed to the tests as `LANGO_TEST_PYTHON`.
+//!   SQLCipher 4 client), `moto[server]` (the local AWS KMS the kms-aws tests start) and
+//!   `cryptography` (an independent signature verifier); its interpreter is passed to the
+//!   tests as `LANGO_TEST_PYTHON`.
 //! - The test command runs inside `keyctl session -` (a fresh kernel session keyring) and
 //!   `dbus-run-session` with `gnome-keyring-daemon --unlock` started in it, with the XDG
 //!   directories pointed into the scratch directory; the daemon ends with the bus.
@@ -30,10 +33,21 @@ pub const APT_PACKAGES: &[&str] = &[
     "keyutils",
     // The subprocess sandbox's namespaces.
     "bubblewrap",
+    // PKCS#11: a software token (SoftHSM2), OpenSC's pkcs11-tool (keys made by an independent
+    // client) and openssl (an independent signature verifier).
+    "softhsm2",
+    "opensc",
+    "openssl",
 ];
 
 /// Python packages the tests use (pinned to what was verified).
-pub const PIP_PACKAGES: &[&str] = &["sqlcipher3-binary==0.6.0"];
+pub const PIP_PACKAGES: &[&str] = &[
+    "sqlcipher3-binary==0.6.0",
+    // A local AWS-KMS-compatible server for the kms-aws tests (`python -m moto.server`).
+    "moto[server]==5.2.5",
+    // An independent ECDSA verifier for the KMS/HSM signatures.
+    "cryptography",
+];
 
 /// The prepared environment.
 pub struct Services {

@@ -3,7 +3,12 @@
 //! - `zkp/keygen/<circuit>`: `keygen_vk` + `keygen_pk`;
 //! - `zkp/prove/<circuit>` and `zkp/verify/<circuit>`: one proof, one verification
 //!   (halo2's `multicore` feature: all cores);
-//! - metric files: proof size in bytes per circuit and the parameter file size per `k`.
+//! - `zkp/prove_1thread/<circuit>`: the same proof on a one-thread rayon pool;
+//! - `zkp/batch_verify16/<circuit>`: halo2's `BatchVerifier` over 16 distinct proofs (ownership
+//!   and attestation, the two a node verifies in volume); per-proof time = median / 16;
+//! - metric files: proof size in bytes per circuit, the parameter file size per `k`, and the
+//!   peak resident memory while proving (VmHWM after resetting it through
+//!   `/proc/self/clear_refs`, minus the resident size before).
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -20,7 +25,7 @@ use std::{
 use criterion::Criterion;
 use halo2_proofs::{
     pasta::{EqAffine, Fp},
-    plonk::{Circuit, keygen_pk, keygen_vk},
+    plonk::{BatchVerifier, Circuit, keygen_pk, keygen_vk},
     poly::commitment::Params,
 };
 use lango_zkp::{
@@ -53,6 +58,27 @@ fn keygen<C: Circuit<Fp> + Default>(p: &Params<EqAffine>) {
     let c = C::default();
     let vk = keygen_vk(p, &c).unwrap();
     black_box(keygen_pk(p, vk, &c).unwrap());
+}
+
+/// `VmRSS` and `VmHWM` of this process, in KiB (Linux).
+fn rss_kib() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Peak extra resident memory of `f`, in KiB: resets the high-water mark first.
+fn peak_extra_kib(f: impl FnOnce()) -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    let (before, _) = rss_kib()?;
+    f();
+    let (_, peak) = rss_kib()?;
+    Some(peak.saturating_sub(before))
 }
 
 fn main() {
@@ -105,6 +131,51 @@ fn main() {
         g.bench_function(format!("verify/{name}"), |b| {
             b.iter(|| assert!(service.verify(&proof, &public).unwrap()))
         });
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        g.bench_function(format!("prove_1thread/{name}"), |b| {
+            b.iter(|| one_thread.install(|| black_box(service.prove(&w).unwrap())))
+        });
+        if let Some(kib) = peak_extra_kib(|| {
+            black_box(service.prove(&w).unwrap());
+        }) {
+            write_metric(
+                &format!("{name}_prove_peak_rss_kib.json"),
+                &format!("zkp/{name}/prove_peak_extra_rss"),
+                kib as f64,
+                "KiB",
+                "resident memory added at the peak of one proof (all threads)",
+            );
+        }
+        if matches!(
+            id,
+            CircuitId::WalletOwnershipV2 | CircuitId::ResponseAttestationV2
+        ) {
+            let p = if id.k() == 7 { &p7 } else { &p11 };
+            let vk = match id {
+                CircuitId::WalletOwnershipV2 => keygen_vk(p, &Ownership::default()),
+                _ => keygen_vk(p, &Attestation::default()),
+            }
+            .unwrap();
+            let batch: Vec<(Vec<u8>, Vec<Fp>)> = (0..16)
+                .map(|_| {
+                    let w = witness(id);
+                    let public = w.public_inputs().unwrap();
+                    (service.prove(&w).unwrap().data, public)
+                })
+                .collect();
+            g.bench_function(format!("batch_verify16/{name}"), |b| {
+                b.iter(|| {
+                    let mut v = BatchVerifier::new();
+                    for (proof, public) in &batch {
+                        v.add_proof(vec![vec![public.clone()]], proof.clone());
+                    }
+                    assert!(v.finalize(p, &vk));
+                })
+            });
+        }
         eprintln!(
             "{id}: k = {}, proof {} bytes, {} public inputs",
             id.k(),
