@@ -203,6 +203,35 @@ pub enum SecurityCommand {
     /// Migrate data written by the Go node (needed only when security.legacy.autoMigrate is
     /// false).
     UpgradeLegacy,
+    /// The cloud KMS or HSM named by security.signer.provider (aws-kms, gcp-kms, azure-kv,
+    /// pkcs11): health, a round trip, the registered keys. Backends are cargo features
+    /// (kms-aws, kms-gcp, kms-azure, kms-pkcs11, kms-all); `kms status` lists those compiled in.
+    #[command(subcommand)]
+    Kms(KmsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KmsCommand {
+    /// Probe the KMS once (encrypt then decrypt with security.kms.keyId) and show the
+    /// provider, key, fallback, status and latency. Exits 1 when the KMS is unreachable.
+    ///
+    /// Example: lango-node security kms status --json
+    Status,
+    /// Encrypt and decrypt 32 random bytes with the KMS (never the local fallback), and
+    /// with --sign also sign and self-verify a message.
+    ///
+    /// Example: LANGO_PKCS11_PIN=1234 lango-node security kms test --sign
+    Test {
+        /// Also sign with the signing key (security.kms.signingKeyId or keyId).
+        #[arg(long)]
+        sign: bool,
+    },
+    /// List the key registry in the database (unlocks the vault), newest first.
+    Keys {
+        /// List the keys the KMS itself reports instead (no unlock).
+        #[arg(long)]
+        remote: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

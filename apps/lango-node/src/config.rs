@@ -25,6 +25,8 @@ const NON_CONFIG_ENV: &[&str] = &[
     "LANGO_CONFIG",
     "LANGO_LOG",
     "LANGO_KEYFILE",
+    // The PKCS#11 user PIN (read by the backend; kept out of the configuration file).
+    "LANGO_PKCS11_PIN",
 ];
 
 /// The whole configuration file.
@@ -102,6 +104,8 @@ pub struct SecurityConfig {
     pub legacy: lango_secrets::config::LegacyConfig,
     /// `security.secrets` (lango-secrets): limits of the secrets store.
     pub secrets: lango_secrets::config::SecretsConfig,
+    /// `security.kms` (lango-kms): the cloud KMS or HSM when `signer.provider` names one.
+    pub kms: crate::kms::KmsSection,
 }
 
 impl SecurityConfig {
@@ -280,9 +284,10 @@ pub fn from_table(
 /// Runs every section's `validate()`, collecting all problems.
 pub fn validate(c: &NodeConfig) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
-    let checks: [Result<(), Vec<String>>; 4] = [
+    let checks: [Result<(), Vec<String>>; 5] = [
         c.log.validate("log"),
         c.security.kdf.validate("security.kdf"),
+        c.security.kms.validate(&c.security.signer.provider),
         c.p2p.validate("p2p"),
         c.a2a.validate("a2a"),
     ];

@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod context;
 mod hardening;
+mod kms;
 mod output;
 mod terminal;
 

@@ -1,6 +1,7 @@
 //! Command dispatch. Each module turns one command group into calls on the crates.
 
 mod config;
+pub mod kms;
 pub mod p2p;
 pub mod sandbox;
 pub mod security;

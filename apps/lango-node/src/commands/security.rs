@@ -37,6 +37,7 @@ pub fn run(ctx: &Context, cmd: SecurityCommand) -> Result<ExitCode> {
             SecurityCommand::ChangePassphrase => change_passphrase(ctx, &config).await,
             SecurityCommand::RotateMasterKey { force } => rotate(ctx, &config, force).await,
             SecurityCommand::UpgradeLegacy => upgrade_legacy(ctx, &config).await,
+            SecurityCommand::Kms(c) => super::kms::run(ctx, &config, c).await,
         }
     })
 }
