@@ -43,12 +43,22 @@
 //! Above `lango-crypto` (its only lango dependency); composed by the app, behind its features.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "kms-aws")]
+pub mod aws;
+#[cfg(feature = "kms-azure")]
+pub mod azure;
 pub mod backend;
 pub mod composite;
 pub mod config;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "kms-gcp")]
+pub mod gcp;
 pub mod health;
+#[cfg(feature = "kms-pkcs11")]
+pub mod pkcs11;
+#[cfg(any(feature = "kms-gcp", feature = "kms-azure"))]
+pub mod rest;
 pub mod retry;
 
 use std::sync::Arc;
