@@ -11,7 +11,8 @@ use std::{
 };
 
 /// The `lango-node` binary of this build (built on demand by `cargo build -p lango-node`, with
-/// the `lango-sandbox-worker` it runs tool calls in next to it).
+/// the `lango-sandbox-worker` it runs tool calls in next to it; with this crate's `kms-all`
+/// feature, the binary has every KMS backend).
 pub fn node_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -38,6 +39,11 @@ pub fn node_bin() -> PathBuf {
             ]);
             if !cfg!(debug_assertions) {
                 build.arg("--release");
+            }
+            // The binary gets the KMS backends when the tests were built with them, so that
+            // `cargo nextest run --workspace --features lango-e2e/kms-all,...` tests them.
+            if cfg!(feature = "kms-all") {
+                build.args(["--features", "lango-node/kms-all"]);
             }
             let status = build.status().expect("run cargo build -p lango-node");
             assert!(

@@ -157,7 +157,6 @@ impl Default for AzureSection {
     }
 }
 
-
 impl KmsSection {
     /// The crate's configuration; every unparsable value is reported with its key.
     pub fn to_config(&self) -> Result<KmsConfig, Vec<String>> {
@@ -265,11 +264,21 @@ impl Kms {
         })
     }
 
+    /// The key `role` uses when none is named: `signingKeyId` / `encryptionKeyId`, else
+    /// `keyId`, else (PKCS#11) `pkcs11.keyLabel`, which is what the backend resolves the
+    /// aliases to.
+    pub fn default_key(&self, role: KeyRole) -> String {
+        match self.config.default_key_id(role) {
+            "" => self.config.pkcs11.key_label.clone(),
+            id => id.to_owned(),
+        }
+    }
+
     /// A health checker on the encryption key (the probe the CLI and the composite use).
     pub fn checker(&self) -> Arc<HealthChecker> {
         Arc::new(HealthChecker::new(
             self.provider.clone() as Arc<dyn CryptoProvider>,
-            self.config.default_key_id(KeyRole::Encryption).to_owned(),
+            self.default_key(KeyRole::Encryption),
             KeyRole::Encryption,
             None,
         ))

@@ -135,7 +135,7 @@ async fn test(ctx: &Context, config: &NodeConfig, sign: bool) -> Result<ExitCode
 
 /// The round trip of `kms test`, printing each step as it passes.
 async fn round_trip(ctx: &Context, k: &Kms, sign: bool) -> Result<Value> {
-    let key_id = k.config.default_key_id(KeyRole::Encryption).to_owned();
+    let key_id = k.default_key(KeyRole::Encryption);
     let say = |s: String| {
         if !ctx.json {
             output::line(s);
@@ -191,7 +191,7 @@ async fn round_trip(ctx: &Context, k: &Kms, sign: bool) -> Result<Value> {
         "roundtrip": "pass",
     });
     if sign {
-        let signing_key = k.config.default_key_id(KeyRole::Signing).to_owned();
+        let signing_key = k.default_key(KeyRole::Signing);
         let started = Instant::now();
         // The provider self-verifies every ECDSA signature against the key's public key and
         // normalises it to low-S before returning it.

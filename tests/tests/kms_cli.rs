@@ -1,0 +1,232 @@
+//! `lango-node security kms …` against a real SoftHSM2 token, as an operator runs it (issue 9):
+//! the token and its keys are made by the independent tools (softhsm2-util, OpenSC's
+//! pkcs11-tool), `kms test --sign` reports a successful round trip, a wrong PIN fails with a
+//! clear error, `kms status` reports the token as connected and `kms keys --remote` lists
+//! what the token holds.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use lango_e2e::{Node, component, stderr, stdout};
+use serde_json::Value;
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "1234";
+
+/// A SoftHSM2 token in its own directory, with an AES key and a P-256 key pair made by
+/// pkcs11-tool.
+struct Token {
+    _dir: tempfile::TempDir,
+    conf: PathBuf,
+    slot: u64,
+}
+
+fn tool(conf: &Path, program: &str, args: &[&str]) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .env("SOFTHSM2_CONF", conf)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+impl Token {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        tool(
+            &conf,
+            "softhsm2-util",
+            &[
+                "--init-token",
+                "--free",
+                "--label",
+                "lango-e2e",
+                "--pin",
+                PIN,
+                "--so-pin",
+                "5678",
+            ],
+        );
+        // `--free` puts the token in a new slot with a random id: read it back.
+        let listing = stdout(&tool(&conf, "pkcs11-tool", &["--module", MODULE, "-L"]));
+        let slot = listing
+            .lines()
+            .find_map(|l| {
+                let hex = l.trim().strip_prefix("Slot ")?.split('(').nth(1)?;
+                u64::from_str_radix(hex.trim_start_matches("0x").split(')').next()?, 16).ok()
+            })
+            .unwrap_or_else(|| panic!("no slot in:\n{listing}"));
+        let keygen = |extra: &[&str]| {
+            let mut args = vec!["--module", MODULE, "--login", "--pin", PIN];
+            args.extend_from_slice(extra);
+            tool(&conf, "pkcs11-tool", &args);
+        };
+        keygen(&["--keygen", "--key-type", "AES:32", "--label", "lango-aes"]);
+        keygen(&[
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            "lango-ec",
+        ]);
+        Self {
+            _dir: dir,
+            conf,
+            slot,
+        }
+    }
+
+    /// A node whose configuration points at this token.
+    fn node(&self) -> Node {
+        let n = Node::new();
+        std::fs::write(
+            n.data_dir().join("config.toml"),
+            format!(
+                "[security.signer]\nprovider = \"pkcs11\"\n\n\
+                 [security.kms]\nsigningKeyId = \"lango-ec\"\nmaxRetries = 0\n\n\
+                 [security.kms.pkcs11]\nmodulePath = \"{MODULE}\"\nslotId = {}\nkeyLabel = \"lango-aes\"\n",
+                self.slot
+            ),
+        )
+        .unwrap();
+        n
+    }
+
+    fn run(&self, n: &Node, pin: &str, args: &[&str]) -> Output {
+        n.cmd()
+            .args(args)
+            .env("SOFTHSM2_CONF", &self.conf)
+            .env("LANGO_PKCS11_PIN", pin)
+            .output()
+            .unwrap()
+    }
+}
+
+/// SoftHSM2, pkcs11-tool, and a binary built with the PKCS#11 backend.
+fn ready(test: &str) -> bool {
+    let tools = component::program("softhsm2-util")
+        .and_then(|()| component::program("pkcs11-tool"))
+        .and_then(|()| {
+            Path::new(MODULE)
+                .exists()
+                .then_some(())
+                .ok_or_else(|| format!("{MODULE} is missing"))
+        });
+    if !component::require(test, "SoftHSM2 and OpenSC", tools) {
+        return false;
+    }
+    let n = Node::new();
+    let out = n.run(&["--json", "security", "kms", "status"]);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null);
+    let compiled = v["compiled"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|x| x == "pkcs11"));
+    component::require(
+        test,
+        "lango-node built with --features kms-pkcs11",
+        if compiled {
+            Ok(())
+        } else {
+            Err(format!("compiled backends: {}", v["compiled"]))
+        },
+    )
+}
+
+#[test]
+fn kms_test_round_trips_with_a_softhsm_token_and_a_wrong_pin_fails_clearly() {
+    if !ready("kms_test_round_trips_with_a_softhsm_token_and_a_wrong_pin_fails_clearly") {
+        return;
+    }
+    let token = Token::new();
+    let n = token.node();
+
+    let out = token.run(&n, PIN, &["security", "kms", "test", "--sign"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    for want in [
+        "Testing KMS roundtrip with key \"lango-aes\"...",
+        "  Encrypt: OK (32 bytes → ",
+        "  Decrypt: OK (32 bytes)",
+        "  Roundtrip: PASS",
+        "  Sign: OK (ecdsa-p256-sha256-raw, 64 bytes)",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+
+    let out = token.run(&n, "9999", &["security", "kms", "test"]);
+    assert!(
+        !out.status.success(),
+        "a wrong PIN passed:\n{}",
+        stdout(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("create KMS provider") && err.contains("login"),
+        "unclear error for a wrong PIN:\n{err}"
+    );
+    assert!(!err.contains("9999"), "the PIN was echoed:\n{err}");
+}
+
+#[test]
+fn kms_status_and_remote_keys_describe_the_token() {
+    if !ready("kms_status_and_remote_keys_describe_the_token") {
+        return;
+    }
+    let token = Token::new();
+    let n = token.node();
+    let out = token.run(&n, PIN, &["--json", "security", "kms", "status"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["provider"], "pkcs11");
+    assert_eq!(v["status"], "connected", "{v}");
+    assert_eq!(v["fallback"], "enabled");
+    assert!(v["latency_ms"].as_f64().unwrap() > 0.0);
+
+    let out = token.run(&n, PIN, &["--json", "security", "kms", "keys", "--remote"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let keys: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let ids: Vec<&str> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["key_id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"lango-aes") && ids.contains(&"lango-ec"),
+        "{keys}"
+    );
+
+    // A module that does not exist: status says why, and exits 1.
+    std::fs::write(
+        n.data_dir().join("config.toml"),
+        "[security.signer]\nprovider = \"pkcs11\"\n[security.kms.pkcs11]\nmodulePath = \"/nonexistent/libnone.so\"\n",
+    )
+    .unwrap();
+    let out = token.run(&n, PIN, &["security", "kms", "status"]);
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.contains("Status:        error:") && text.contains("PKCS#11 module error"),
+        "{text}"
+    );
+}
