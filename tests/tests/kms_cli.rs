@@ -230,3 +230,100 @@ fn kms_status_and_remote_keys_describe_the_token() {
         "{text}"
     );
 }
+
+/// With `security.signer.provider = "pkcs11"` new secrets, the wallet key among them, are
+/// sealed under the HSM key (registry entry `kms-default` → `lango-aes`) and read back through
+/// the token; without the token's PIN the vault does not open at all (no silent start on the
+/// local key).
+#[test]
+fn secrets_and_the_wallet_key_are_kept_under_the_hsm_key() {
+    if !ready("secrets_and_the_wallet_key_are_kept_under_the_hsm_key") {
+        return;
+    }
+    let token = Token::new();
+    let n = token.node();
+    n.keyfile("correct horse battery staple");
+    let config = n.data_dir().join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace(
+        "[security.kms]\n",
+        "[security.kms]\nfallbackToLocal = false\n",
+    );
+    text.push_str(
+        "\n[security.passphrase]\nkeepKeyfile = true\n[security.keyring]\nenabled = false\n",
+    );
+    std::fs::write(&config, text).unwrap();
+
+    // Create the vault by storing a secret (the value comes from stdin).
+    let mut set = n
+        .cmd()
+        .args(["security", "secrets", "set", "api.token", "--stdin"])
+        .env("SOFTHSM2_CONF", &token.conf)
+        .env("LANGO_PKCS11_PIN", PIN)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        set.stdin
+            .take()
+            .unwrap()
+            .write_all(b"s3cret-value")
+            .unwrap();
+    }
+    let out = set.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    // The wallet is created and stored on the first call and decrypted on the second.
+    let identity = |pin: &str| token.run(&n, pin, &["--json", "p2p", "identity"]);
+    let first = identity(PIN);
+    assert!(
+        first.status.success(),
+        "{}{}",
+        stdout(&first),
+        stderr(&first)
+    );
+    let second = identity(PIN);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let did = |o: &Output| {
+        serde_json::from_str::<Value>(&stdout(o)).unwrap()["did"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(did(&first), did(&second), "the wallet did not round-trip");
+
+    let out = token.run(&n, PIN, &["--json", "security", "secrets", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let secrets: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    for prefix in ["wallet.", "api.token"] {
+        let entry = secrets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .unwrap_or_else(|| panic!("no {prefix} secret in {secrets}"));
+        assert_eq!(entry["key_name"], "kms-default", "{secrets}");
+    }
+
+    let out = token.run(&n, PIN, &["--json", "security", "kms", "keys"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let keys: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["Name"] == "kms-default" && k["RemoteKeyID"] == "lango-aes"),
+        "{keys}"
+    );
+
+    let out = identity("0000");
+    assert!(!out.status.success(), "opened without the token's PIN");
+    let err = stderr(&out);
+    assert!(
+        err.contains("security init: KMS provider \"pkcs11\"") && err.contains("login"),
+        "{err}"
+    );
+}

@@ -274,6 +274,22 @@ impl Kms {
         }
     }
 
+    /// The provider the secrets store uses: the KMS alone, or with the local key as fallback
+    /// while the KMS is unreachable (`fallbackToLocal`; never for signatures, and never for a
+    /// denied or disabled key unless `fallbackMode = "any-error"`).
+    pub fn for_store(&self, local: Arc<dyn CryptoProvider>) -> Arc<dyn CryptoProvider> {
+        if self.config.fallback_to_local {
+            Arc::new(
+                lango_kms::CompositeProvider::new(self.provider.clone() as Arc<dyn CryptoProvider>)
+                    .with_fallback(local)
+                    .with_checker(self.checker() as Arc<dyn lango_kms::ConnectionChecker>)
+                    .with_mode(self.config.fallback_mode),
+            )
+        } else {
+            self.provider.clone()
+        }
+    }
+
     /// A health checker on the encryption key (the probe the CLI and the composite use).
     pub fn checker(&self) -> Arc<HealthChecker> {
         Arc::new(HealthChecker::new(

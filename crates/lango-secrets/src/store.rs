@@ -19,6 +19,10 @@ use crate::{Error, Result};
 pub const LOCAL_KEY_NAME: &str = "default";
 /// Remote id of the local key.
 pub const LOCAL_REMOTE_ID: &str = "local";
+
+/// Registry name of the KMS key new values go to when a KMS provider is configured (Go:
+/// `kms-default`).
+pub const KMS_KEY_NAME: &str = "kms-default";
 /// Names reserved for key material (SS-7).
 pub const RESERVED_PREFIXES: [&str; 3] = ["wallet.", "p2p.", "lango."];
 
@@ -322,6 +326,8 @@ pub struct SecretsStore {
     pool: SqlitePool,
     registry: KeyRegistry,
     local: Arc<LocalCryptoProvider>,
+    /// The KMS or HSM provider for keys whose remote id is not `local`.
+    remote: Option<Arc<dyn CryptoProvider>>,
     max_value: usize,
 }
 
@@ -340,8 +346,18 @@ impl SecretsStore {
             registry: KeyRegistry::new(pool.clone()),
             pool,
             local,
+            remote: None,
             max_value,
         }
+    }
+
+    /// Encrypts and decrypts values under KMS keys (registry rows whose remote id is not
+    /// `local`) with `remote`. When `remote` falls back to the local key (a composite provider
+    /// while the KMS is unreachable), the row is linked to the local key it was actually
+    /// encrypted with, so the key link always names the key that opens the value.
+    pub fn with_remote(mut self, remote: Arc<dyn CryptoProvider>) -> Self {
+        self.remote = Some(remote);
+        self
     }
 
     /// The key registry.
@@ -354,19 +370,21 @@ impl SecretsStore {
     }
 
     async fn encrypt_for(&self, key: &KeyInfo, name: &str, value: &[u8]) -> Result<Vec<u8>> {
-        if key.remote_key_id != LOCAL_REMOTE_ID {
-            return Err(Error::Provider(lango_crypto::provider::ProviderError::new(
-                "secrets",
+        if key.remote_key_id == LOCAL_REMOTE_ID {
+            return Ok(self
+                .local
+                .encrypt(LOCAL_REMOTE_ID, value, self.aad(name))
+                .await?);
+        }
+        match &self.remote {
+            Some(remote) => Ok(remote
+                .encrypt(&key.remote_key_id, value, self.aad(name))
+                .await?),
+            None => Err(Error::Provider(no_remote(
                 lango_crypto::provider::Operation::Encrypt,
                 &key.remote_key_id,
-                ProviderErrorKind::NotCompiled,
-                "the default key is a KMS key, and no KMS provider is configured in this process",
-            )));
+            ))),
         }
-        Ok(self
-            .local
-            .encrypt(LOCAL_REMOTE_ID, value, self.aad(name))
-            .await?)
     }
 
     fn check_value(&self, value: &[u8]) -> Result<()> {
@@ -418,8 +436,18 @@ impl SecretsStore {
         validate_name(name)?;
         check_caller(name, caller)?;
         self.check_value(value)?;
-        let key = self.registry.default_key().await?;
+        let mut key = self.registry.default_key().await?;
         let blob = self.encrypt_for(&key, name, value).await?;
+        if key.remote_key_id != LOCAL_REMOTE_ID
+            && matches!(aead::BlobHeader::parse(&blob), Ok((h, _)) if h.provider == ProviderTag::LocalMk)
+        {
+            // The KMS provider fell back to the local key: link the row to that key.
+            key = self
+                .registry
+                .get(LOCAL_KEY_NAME)
+                .await?
+                .ok_or_else(|| Error::Integrity(name.to_owned()))?;
+        }
         let sql = format!(
             "INSERT INTO secrets (id, name, encrypted_value, created_at, updated_at, access_count, key_secrets)
              VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5) {on_conflict}"
@@ -512,6 +540,25 @@ impl SecretsStore {
                     Err(e) => Err(Error::Provider(e)),
                 }
             }
+            Ok(tag) if remote_key_id != LOCAL_REMOTE_ID && tag != ProviderTag::LocalMk => {
+                let Some(remote) = &self.remote else {
+                    return Err(Error::Provider(no_remote(
+                        lango_crypto::provider::Operation::Decrypt,
+                        remote_key_id,
+                    )));
+                };
+                // KRG-4 again: the blob's provider must be the one configured for the key.
+                if tag != remote.tag() {
+                    return Err(Error::Integrity(name.to_owned()));
+                }
+                match remote.decrypt(remote_key_id, blob, self.aad(name)).await {
+                    Ok(v) => Ok(v),
+                    Err(e) if e.kind == ProviderErrorKind::DecryptionFailed => {
+                        Err(Error::Integrity(name.to_owned()))
+                    }
+                    Err(e) => Err(Error::Provider(e)),
+                }
+            }
             _ => Err(Error::Integrity(name.to_owned())),
         }
     }
@@ -569,6 +616,21 @@ impl SecretsStore {
             .await
             .map_err(|e| Error::sql("count secrets", e))
     }
+}
+
+/// The error for a KMS key while no KMS provider is configured in this process.
+fn no_remote(
+    op: lango_crypto::provider::Operation,
+    remote_key_id: &str,
+) -> lango_crypto::provider::ProviderError {
+    lango_crypto::provider::ProviderError::new(
+        "secrets",
+        op,
+        remote_key_id,
+        ProviderErrorKind::NotCompiled,
+        "the key is a KMS key, and no KMS provider is configured in this process \
+         (security.signer.provider)",
+    )
 }
 
 #[cfg(test)]

@@ -101,6 +101,8 @@ pub struct Vault {
     envelope: Envelope,
     mk: MasterKey,
     local: Arc<LocalCryptoProvider>,
+    /// The KMS or HSM provider attached by the application ([`Vault::attach_kms`]).
+    remote: Option<Arc<dyn lango_crypto::provider::CryptoProvider>>,
     report: UnlockReport,
 }
 
@@ -805,8 +807,10 @@ impl Vault {
             let registry = KeyRegistry::new(db.pool().clone());
             registry.register(store::LOCAL_KEY_NAME, store::LOCAL_REMOTE_ID, "encryption").await?;
             if config.signer.provider == "local" {
+                // Back to the local provider after a KMS: new values go to the local key
+                // again (values under the KMS key still need it to be read).
                 let current: Option<Vec<u8>> = config_blob(db.pool(), "default_key").await?;
-                if current.is_none() {
+                if current.as_deref() != Some(store::LOCAL_KEY_NAME.as_bytes()) {
                     registry.set_default(store::LOCAL_KEY_NAME).await?;
                 }
             }
@@ -826,6 +830,7 @@ impl Vault {
             envelope: env,
             mk,
             local,
+            remote: None,
             report: UnlockReport {
                 source,
                 created: false,
@@ -852,13 +857,37 @@ impl Vault {
             .ok_or_else(|| Error::io("database", std::io::Error::other("the database is closed")))
     }
 
-    /// The secrets store.
+    /// The secrets store (with the KMS provider when one is attached).
     pub fn secrets(&self) -> Result<SecretsStore> {
-        Ok(SecretsStore::new(
+        let store = SecretsStore::new(
             self.database()?.pool().clone(),
             self.local.clone(),
             self.config.secrets.max_value_bytes as usize,
-        ))
+        );
+        Ok(match &self.remote {
+            Some(r) => store.with_remote(r.clone()),
+            None => store,
+        })
+    }
+
+    /// Puts new values under a KMS or HSM key (kms-and-zk spec §2.12): registers the key
+    /// `kms-default` with `remote_key_id`, makes it the default key, and lets the secrets
+    /// store use `provider` for it. Values already stored keep their key.
+    pub async fn attach_kms(
+        &mut self,
+        provider: Arc<dyn lango_crypto::provider::CryptoProvider>,
+        remote_key_id: &str,
+    ) -> Result<()> {
+        let registry = self.registry()?;
+        registry
+            .register(store::KMS_KEY_NAME, remote_key_id, "encryption")
+            .await?;
+        let current: Option<Vec<u8>> = config_blob(self.database()?.pool(), "default_key").await?;
+        if current.as_deref() != Some(store::KMS_KEY_NAME.as_bytes()) {
+            registry.set_default(store::KMS_KEY_NAME).await?;
+        }
+        self.remote = Some(provider);
+        Ok(())
     }
 
     /// The key registry.

@@ -65,6 +65,23 @@ pub async fn open_vault(ctx: &Context, config: &NodeConfig, opts: UnlockOptions)
             "Migrated data from the Go node: {s} secrets and {p} configuration profiles re-encrypted."
         ));
     }
+    let mut vault = vault;
+    let provider = config.security.signer.provider.as_str();
+    if crate::kms::is_kms(provider) {
+        // §2.12: the KMS must be usable at start-up; no silent start on the local key.
+        let attached = async {
+            let kms = crate::kms::Kms::build(provider, &config.security.kms).await?;
+            let key = kms.default_key(lango_kms::backend::KeyRole::Encryption);
+            let store_provider = kms.for_store(vault.provider());
+            vault.attach_kms(store_provider, &key).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = attached {
+            vault.close().await;
+            bail!("security init: KMS provider {provider:?}: {e:#}");
+        }
+    }
     Ok(vault)
 }
 
