@@ -22,7 +22,7 @@
 use std::{hint::black_box, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use criterion::{Criterion, Throughput};
+use criterion::Criterion;
 use lango_crypto::{
     SecretBytes,
     aead::BlobPurpose,
@@ -260,7 +260,7 @@ mod pkcs11 {
         let mut g = c.benchmark_group("kms/pkcs11/token_aes_gcm");
         for size in [1024usize, 1024 * 1024] {
             let value = vec![9u8; size];
-            g.throughput(Throughput::Bytes(size as u64));
+            g.throughput(criterion::Throughput::Bytes(size as u64));
             g.bench_function(format!("wrap_{size}B"), |b| {
                 b.iter(|| {
                     black_box(
