@@ -508,6 +508,9 @@ fn t64_the_process_is_not_dumpable_and_has_no_core_limit() {
     // It now waits for the passphrase line (after hardening).
     let pid = child.id();
     let status_path = format!("/proc/{pid}/status");
+    // /proc/<pid>/exe is the resolved path; the target directory may be reached through a
+    // symbolic link (CI keeps it outside the clone).
+    let bin = std::fs::canonicalize(lango_e2e::node_bin()).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut seen = false;
     while std::time::Instant::now() < deadline {
@@ -521,8 +524,7 @@ fn t64_the_process_is_not_dumpable_and_has_no_core_limit() {
             .unwrap_or(65534);
         let uid_line = std::fs::read_to_string(&status_path).unwrap_or_default();
         // Only once the process image is lango-node (not the shell or setpriv before exec).
-        let is_node = std::fs::read_link(format!("/proc/{pid}/exe"))
-            .is_ok_and(|p| p == lango_e2e::node_bin());
+        let is_node = std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == bin);
         if is_node && core_zero && owner == 0 && uid_line.contains("65534") {
             seen = true;
             break;
