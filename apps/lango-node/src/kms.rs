@@ -264,14 +264,15 @@ impl Kms {
         })
     }
 
-    /// The key `role` uses when none is named: `signingKeyId` / `encryptionKeyId`, else
-    /// `keyId`, else (PKCS#11) `pkcs11.keyLabel`, which is what the backend resolves the
-    /// aliases to.
+    /// The key `role` uses when none is named, as the backend resolves the aliases (PKCS#11:
+    /// the role's key id, else `keyLabel`, else `keyId`; the cloud backends: the role's key
+    /// id, else `keyId`).
     pub fn default_key(&self, role: KeyRole) -> String {
-        match self.config.default_key_id(role) {
-            "" => self.config.pkcs11.key_label.clone(),
-            id => id.to_owned(),
+        match role {
+            KeyRole::Signing => self.backend.signing_key_id(),
+            KeyRole::Encryption => self.backend.encryption_key_id(),
         }
+        .to_owned()
     }
 
     /// The provider the secrets store uses: the KMS alone, or with the local key as fallback
