@@ -4,8 +4,9 @@
 //! - `kms/pkcs11/*` (feature `kms-pkcs11`): a SoftHSM2 token made here with softhsm2-util and
 //!   pkcs11-tool: envelope encrypt/decrypt of 32 bytes, sign, and the token's own AES-GCM on
 //!   1 KiB and 1 MiB (throughput);
-//! - `kms/aws/*` (feature `kms-aws`): moto in server mode on 127.0.0.1 (`LANGO_TEST_PYTHON`
-//!   or `python3` with moto): envelope encrypt/decrypt and sign.
+//! - `kms/aws_moto/*` (feature `kms-aws`): moto in server mode on 127.0.0.1, started by the
+//!   tests' harness (`LANGO_TEST_PYTHON` or `python3` with moto): envelope encrypt/decrypt
+//!   and sign.
 //!
 //! - `kms/gcp_local/*`, `kms/azure_local/*` (features `kms-gcp`, `kms-azure`): the tests' local
 //!   servers speaking the Cloud KMS and Key Vault REST shapes (real P-256, AES-GCM, RSA-OAEP).
@@ -276,82 +277,23 @@ mod pkcs11 {
 }
 
 #[cfg(feature = "kms-aws")]
-mod aws {
-    use std::{
-        net::TcpListener,
-        path::PathBuf,
-        process::{Child, Command, Stdio},
-    };
+#[path = "../tests/support/aws_moto.rs"]
+#[allow(dead_code, clippy::panic)]
+mod aws_moto;
 
+#[cfg(feature = "kms-aws")]
+mod aws {
     use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 
     use super::*;
     use lango_kms::KmsConfig;
 
-    struct Moto(Child);
-    impl Drop for Moto {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn start() -> Result<(Moto, String), String> {
-        let python = std::env::var_os("LANGO_TEST_PYTHON")
-            .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let child = Command::new(&python)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("{}: {e}", python.display()))?;
-        let moto = Moto(child);
-        let url = format!("http://127.0.0.1:{port}");
-        for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok((moto, url));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err("moto did not start (is moto installed for LANGO_TEST_PYTHON?)".into())
-    }
-
     pub fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
-        // SAFETY: single-threaded set-up before the runtime runs any task.
-        unsafe {
-            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        }
-        let (_moto, url) = match start() {
-            Ok(m) => m,
-            Err(why) => {
-                eprintln!("kms/aws left out: {why}");
-                return;
-            }
+        // The tests' harness: moto on a free port, dummy credentials, an admin client.
+        let Some(moto) = super::aws_moto::Moto::start("kms/aws bench") else {
+            return;
         };
-        let admin = rt.block_on(async {
-            let conf = aws_sdk_kms::Config::builder()
-                .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
-                .region(aws_sdk_kms::config::Region::new("us-east-1"))
-                .credentials_provider(aws_sdk_kms::config::Credentials::new(
-                    "testing", "testing", None, None, "bench",
-                ))
-                .endpoint_url(&url)
-                .build();
-            aws_sdk_kms::Client::from_conf(conf)
-        });
+        let admin = moto.admin();
         let key = |spec: KeySpec, usage: KeyUsageType| {
             rt.block_on(admin.create_key().key_spec(spec).key_usage(usage).send())
                 .unwrap()
@@ -365,8 +307,8 @@ mod aws {
         let cfg = KmsConfig {
             key_id: enc.clone(),
             signing_key_id: Some(sign.clone()),
-            region: "us-east-1".into(),
-            endpoint: url,
+            region: super::aws_moto::REGION.into(),
+            endpoint: moto.url(),
             allow_insecure_endpoint: true,
             ..KmsConfig::default()
         };

@@ -17,12 +17,11 @@ use std::{sync::Arc, time::Duration};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use lango_crypto::{
     CryptoProvider,
-    aead::BlobPurpose,
     digest::sha256,
-    provider::{AeadContext, KeyAlgorithm, ProviderErrorKind, SignatureAlgorithm},
+    provider::{KeyAlgorithm, ProviderErrorKind, SignatureAlgorithm},
 };
 use lango_kms::{
-    Jitter, KmsBackend, KmsConfig, KmsErrorKind, KmsProvider, KmsProviderName, RetryPolicy,
+    KmsBackend, KmsConfig, KmsErrorKind, KmsProvider, KmsProviderName,
     azure::{AzureCredentialChain, AzureKv, DEFAULT_SCOPE},
     config::{AzureConfig, AzureEncryptionAlgorithm},
     envelope::EnvelopePayload,
@@ -31,7 +30,7 @@ use lango_kms::{
     rest::{self, StaticToken},
 };
 use rest_azure::{FakeAzure, Fault, SIGNER, SIGNER_VERSION, TOKEN, WRAPPER, version_id};
-use rest_server::{RestServer, openssl_verify};
+use rest_server::{RestServer, ctx, openssl_verify, policy, provider};
 
 fn config(server: &RestServer, algorithm: AzureEncryptionAlgorithm) -> KmsConfig {
     KmsConfig {
@@ -54,28 +53,6 @@ fn backend_with(cfg: &KmsConfig) -> Arc<AzureKv> {
 
 fn backend(server: &RestServer) -> Arc<AzureKv> {
     backend_with(&config(server, AzureEncryptionAlgorithm::RsaOaep))
-}
-
-fn policy(max_retries: u32, per_attempt: Duration) -> RetryPolicy {
-    RetryPolicy {
-        max_retries,
-        base: Duration::from_millis(5),
-        jitter: Jitter::None,
-        per_attempt_timeout: per_attempt,
-        ..RetryPolicy::default()
-    }
-}
-
-fn provider(b: &Arc<AzureKv>) -> KmsProvider {
-    KmsProvider::new(b.clone(), policy(3, Duration::from_secs(5)))
-}
-
-fn ctx(row: &[u8]) -> AeadContext<'_> {
-    AeadContext {
-        purpose: BlobPurpose::Secrets,
-        context: row,
-        max_blob_len: 4 * 1024 * 1024,
-    }
 }
 
 fn raw_to_der(raw: &[u8]) -> Vec<u8> {

@@ -18,12 +18,11 @@ use async_trait::async_trait;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use lango_crypto::{
     CryptoProvider, SecretString,
-    aead::BlobPurpose,
     digest::sha256,
-    provider::{AeadContext, KeyAlgorithm, ProviderErrorKind, SignatureAlgorithm},
+    provider::{KeyAlgorithm, ProviderErrorKind, SignatureAlgorithm},
 };
 use lango_kms::{
-    Jitter, KmsBackend, KmsConfig, KmsError, KmsErrorKind, KmsProvider, RetryPolicy,
+    KmsBackend, KmsConfig, KmsError, KmsErrorKind, KmsProvider,
     backend::KeyUsage,
     envelope::EnvelopePayload,
     error::kms_kind,
@@ -34,7 +33,7 @@ use lango_kms::{
 use rest_gcp::{
     FakeGcp, Fault, RING, TOKEN, enc_key, enc_version, http_code, k1_signer, rsa_signer, signer,
 };
-use rest_server::{RestServer, openssl_verify};
+use rest_server::{RestServer, ctx, openssl_verify, policy, provider};
 
 fn config(server: &RestServer) -> KmsConfig {
     KmsConfig {
@@ -53,28 +52,6 @@ fn backend_with(cfg: &KmsConfig) -> Arc<GcpKms> {
 
 fn backend(server: &RestServer) -> Arc<GcpKms> {
     backend_with(&config(server))
-}
-
-fn policy(max_retries: u32, per_attempt: Duration) -> RetryPolicy {
-    RetryPolicy {
-        max_retries,
-        base: Duration::from_millis(5),
-        jitter: Jitter::None,
-        per_attempt_timeout: per_attempt,
-        ..RetryPolicy::default()
-    }
-}
-
-fn provider(b: &Arc<GcpKms>) -> KmsProvider {
-    KmsProvider::new(b.clone(), policy(3, Duration::from_secs(5)))
-}
-
-fn ctx(row: &[u8]) -> AeadContext<'_> {
-    AeadContext {
-        purpose: BlobPurpose::Secrets,
-        context: row,
-        max_blob_len: 4 * 1024 * 1024,
-    }
 }
 
 fn crc(data: &[u8]) -> String {

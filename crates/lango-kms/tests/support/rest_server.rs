@@ -231,3 +231,33 @@ pub fn openssl_verify(public_key_pem: &str, message: &[u8], der_signature: &[u8]
     let stdout = String::from_utf8_lossy(&out.stdout);
     out.status.success() && stdout.contains("Verified OK")
 }
+
+/// A fast retry policy for the tests: 5 ms base delay, no jitter.
+pub fn policy(max_retries: u32, per_attempt: std::time::Duration) -> lango_kms::RetryPolicy {
+    lango_kms::RetryPolicy {
+        max_retries,
+        base: std::time::Duration::from_millis(5),
+        jitter: lango_kms::retry::Jitter::None,
+        per_attempt_timeout: per_attempt,
+        ..lango_kms::RetryPolicy::default()
+    }
+}
+
+/// `KmsProvider` over `backend` with 3 retries and a 5 s per-attempt deadline.
+pub fn provider(
+    backend: &std::sync::Arc<impl lango_kms::KmsBackend + 'static>,
+) -> lango_kms::KmsProvider {
+    lango_kms::KmsProvider::new(
+        backend.clone(),
+        policy(3, std::time::Duration::from_secs(5)),
+    )
+}
+
+/// The associated data of a secrets row named `row`.
+pub fn ctx(row: &[u8]) -> lango_crypto::provider::AeadContext<'_> {
+    lango_crypto::provider::AeadContext {
+        purpose: lango_crypto::aead::BlobPurpose::Secrets,
+        context: row,
+        max_blob_len: 4 * 1024 * 1024,
+    }
+}
