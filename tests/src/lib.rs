@@ -59,6 +59,15 @@ fn target_dir() -> PathBuf {
     if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(t);
     }
+    // The running test is `<target>/<profile>/deps/<test>-<hash>`: the binary under test
+    // is built into the same target directory. (A path compiled in from CARGO_MANIFEST_DIR
+    // goes stale when one target directory serves several checkouts, as the CI cache does.)
+    if let Some(target) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+    {
+        return target;
+    }
     // tests/ is one level below the workspace root.
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
