@@ -115,6 +115,8 @@ struct Opts {
     answer: Option<Answer>,
     bypass: Vec<String>,
     attester: Option<Arc<dyn lango_p2p::a2a::Attester>>,
+    /// `p2p.zkp.attestRateLimit`; `None` keeps the default.
+    attest_rate_limit: Option<u32>,
 }
 
 fn fixture(o: Opts) -> Fixture {
@@ -165,6 +167,9 @@ fn fixture(o: Opts) -> Fixture {
     });
     let firewall = Firewall::new(FirewallConfig {
         rules: o.rules,
+        attest_rate_limit: o
+            .attest_rate_limit
+            .unwrap_or(FirewallConfig::default().attest_rate_limit),
         ..FirewallConfig::default()
     })
     .unwrap();
@@ -716,4 +721,32 @@ async fn attestations_cover_the_sent_bytes_and_never_hold_up_the_result() {
     .await;
     assert_eq!(r.status, Status::Ok);
     assert!(r.attestation.is_none());
+}
+
+/// W-9: a peer past `p2p.zkp.attestRateLimit` gets its results without attestation, and the
+/// prover is not asked at all; the call itself still succeeds.
+#[tokio::test(start_paused = true)]
+async fn attestation_work_past_the_peer_limit_is_not_done() {
+    let attester = Arc::new(RecordingAttester {
+        seen: Default::default(),
+        delay: Duration::ZERO,
+    });
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        attester: Some(attester.clone()),
+        attest_rate_limit: Some(1),
+        ..Default::default()
+    });
+    let invoke = json!({"toolName": "search_web", "params": {}});
+    let first = call(&f, "tool_invoke", invoke.clone()).await;
+    assert_eq!(first.status, Status::Ok, "{}", first.error);
+    assert!(first.attestation.is_some());
+    let second = call(&f, "tool_invoke", invoke).await;
+    assert_eq!(second.status, Status::Ok, "{}", second.error);
+    assert!(second.attestation.is_none(), "attested past the limit");
+    assert_eq!(
+        attester.seen.lock().unwrap().len(),
+        1,
+        "the prover was asked twice"
+    );
 }
