@@ -57,6 +57,12 @@ fn main() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
+    // A root node's calls run as other uids: they must traverse the scratch directory.
+    std::fs::set_permissions(
+        root.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
     let ex = Arc::new(
         SubprocessExecutor::new(
             SubprocessOptions {
@@ -69,6 +75,7 @@ fn main() {
                 max_file_size_mb: 16,
                 require_os_isolation: true,
                 sandbox_root: Some(root.path().join("sbx")),
+                uid_range: lango_sandbox::UidRange::DEFAULT,
             },
             Arc::new(lango_sandbox_adversarial::registry()),
         )

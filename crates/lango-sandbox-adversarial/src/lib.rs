@@ -67,6 +67,10 @@ pub fn registry() -> ToolRegistry {
         ("adv_setuid_probe", setuid_probe),
         ("adv_limits_probe", limits_probe),
         ("adv_sleep", sleep),
+        ("adv_syscalls", syscalls),
+        ("adv_x32_syscall", x32_syscall),
+        ("adv_i386_syscall", i386_syscall),
+        ("adv_host_view", host_view),
         ("adv_fail", |p| {
             Err(p
                 .get("message")
@@ -83,6 +87,11 @@ pub fn registry() -> ToolRegistry {
     r
 }
 
+/// Forks until killed, but never more than [`FORK_BOMB_BOUND`] children: a sandbox whose
+/// process cap fails must still leave the test machine usable (a real bomb filled the whole
+/// process table of a host when the node ran as root).
+pub const FORK_BOMB_BOUND: u64 = 1500;
+
 fn fork_bomb(_: &Params) -> Result<Value, String> {
     let mut forked = 0u64;
     loop {
@@ -98,8 +107,12 @@ fn fork_bomb(_: &Params) -> Result<Value, String> {
             -1 => std::thread::sleep(Duration::from_millis(1)),
             _ => forked += 1,
         }
-        if forked > 1_000_000 {
-            return Ok(json!({"forked": forked}));
+        if forked >= FORK_BOMB_BOUND {
+            // Keep the children alive until the deadline kills the call.
+            loop {
+                // SAFETY: pause has no preconditions.
+                unsafe { libc::pause() };
+            }
         }
     }
 }
@@ -399,4 +412,178 @@ fn limits_probe(_: &Params) -> Result<Value, String> {
 fn sleep(p: &Params) -> Result<Value, String> {
     std::thread::sleep(Duration::from_millis(num(p, "ms", 1000)));
     Ok(json!({"slept_ms": num(p, "ms", 1000)}))
+}
+
+/// The outcome of a raw syscall: `"ok"` or `"errno N"`.
+fn sys_outcome(r: libc::c_long) -> Value {
+    if r >= 0 {
+        json!("ok")
+    } else {
+        json!(format!(
+            "errno {}",
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        ))
+    }
+}
+
+/// Tries each syscall the seccomp filter refuses, with arguments the kernel itself would
+/// accept where one exists, and reports what came back.
+fn syscalls(_: &Params) -> Result<Value, String> {
+    let mut out = Map::new();
+    let mut put = |name: &str, r: libc::c_long| {
+        out.insert(name.into(), sys_outcome(r));
+    };
+    // SAFETY (every block below): raw syscalls with null or valid pointers to locals; a
+    // success is cleaned up (descriptors closed, clone children exit at once).
+    unsafe {
+        let mut params = [0u8; 120]; // struct io_uring_params
+        put(
+            "io_uring_setup",
+            libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()),
+        );
+        put(
+            "io_uring_enter",
+            libc::syscall(libc::SYS_io_uring_enter, -1, 0, 0, 0, 0, 0),
+        );
+        put(
+            "io_uring_register",
+            libc::syscall(libc::SYS_io_uring_register, -1, 0, 0, 0),
+        );
+        put(
+            "fsopen",
+            libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 0),
+        );
+        put(
+            "fsconfig",
+            libc::syscall(libc::SYS_fsconfig, -1, 0, 0, 0, 0),
+        );
+        put("fsmount", libc::syscall(libc::SYS_fsmount, -1, 0, 0));
+        put(
+            "fspick",
+            libc::syscall(libc::SYS_fspick, libc::AT_FDCWD, c".".as_ptr(), 0),
+        );
+        put(
+            "open_tree",
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                c".".as_ptr(),
+                1, /* OPEN_TREE_CLONE */
+            ),
+        );
+        put(
+            "move_mount",
+            libc::syscall(libc::SYS_move_mount, -1, 0, -1, 0, 0),
+        );
+        put(
+            "mount_setattr",
+            libc::syscall(libc::SYS_mount_setattr, -1, 0, 0, 0, 0),
+        );
+        // UFFD_USER_MODE_ONLY: allowed to unprivileged callers by the kernel itself.
+        put(
+            "userfaultfd",
+            libc::syscall(libc::SYS_userfaultfd, 1 | libc::O_CLOEXEC),
+        );
+        // Count this process's own user-space cycles: allowed by perf_event_paranoid <= 2.
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // PERF_TYPE_SOFTWARE
+        attr[4..8].copy_from_slice(&128u32.to_ne_bytes()); // size
+        attr[8..16].copy_from_slice(&0u64.to_ne_bytes()); // PERF_COUNT_SW_CPU_CLOCK
+        attr[40..48].copy_from_slice(&(1u64 << 5 | 1u64 << 6).to_ne_bytes()); // exclude_kernel|hv
+        put(
+            "perf_event_open",
+            libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0),
+        );
+        put(
+            "personality(PER_BSD)",
+            libc::syscall(libc::SYS_personality, 6),
+        );
+        put(
+            "personality(PER_LINUX)",
+            libc::syscall(libc::SYS_personality, 0),
+        );
+        put(
+            "unshare(CLONE_NEWUSER)",
+            libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER),
+        );
+        let r = libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        );
+        if r == 0 {
+            libc::_exit(0);
+        }
+        put("clone(CLONE_NEWUSER)", r);
+        let mut args = [0u64; 11]; // struct clone_args, flags = CLONE_NEWUSER
+        args[0] = libc::CLONE_NEWUSER as u64;
+        args[4] = libc::SIGCHLD as u64;
+        let r = libc::syscall(libc::SYS_clone3, args.as_mut_ptr(), 88usize);
+        if r == 0 {
+            libc::_exit(0);
+        }
+        put("clone3", r);
+        let ns = std::fs::File::open("/proc/self/ns/net");
+        let fd = ns
+            .as_ref()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
+            .unwrap_or(-1);
+        put("setns", libc::syscall(libc::SYS_setns, fd, 0));
+        // An ordinary fork still works (clone without CLONE_NEWUSER).
+        match libc::fork() {
+            0 => libc::_exit(0),
+            -1 => put("fork", -1),
+            pid => {
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+                put("fork", 0);
+            }
+        }
+    }
+    Ok(json!({"results": out}))
+}
+
+/// `getpid` with the x32 bit: a seccomp filter without the x32 check lets it through to the
+/// kernel (which answers ENOSYS when it has no x32 ABI).
+fn x32_syscall(_: &Params) -> Result<Value, String> {
+    // SAFETY: getpid takes no arguments.
+    let r = unsafe { libc::syscall(0x4000_0000 | libc::SYS_getpid) };
+    Ok(json!({"x32_getpid": sys_outcome(r)}))
+}
+
+/// `getpid` through the i386 entry (`int 0x80`): another audit architecture.
+fn i386_syscall(_: &Params) -> Result<Value, String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut eax: u32 = 20; // __NR_getpid on i386
+        // SAFETY: int 0x80 with eax = getpid reads and writes no memory; it only clobbers the
+        // registers named here.
+        unsafe {
+            std::arch::asm!("int 0x80", inout("eax") eax, options(nostack));
+        }
+        Ok(json!({"i386_getpid": eax}))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Err("i386 syscalls exist only on x86_64".into())
+}
+
+/// What the tool sees of the host: `/proc/keys`, whether `/proc/sys` opens for writing
+/// (nothing is written), its uid map and its pid as the host numbers it.
+fn host_view(p: &Params) -> Result<Value, String> {
+    let open_sys = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/sys/kernel/core_pattern")
+        .map(|_| ());
+    let hold = num(p, "hold_ms", 0);
+    if hold > 0 {
+        set_comm(c"adv_host_view");
+        std::thread::sleep(Duration::from_millis(hold));
+    }
+    Ok(json!({
+        "proc_keys": std::fs::read_to_string("/proc/keys").unwrap_or_else(|e| format!("error: {e}")),
+        "proc_sys_write": outcome(open_sys),
+        "uid_map": std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default(),
+    }))
 }

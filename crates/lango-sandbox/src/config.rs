@@ -30,6 +30,9 @@ pub struct SandboxConfig {
     pub max_open_files: u64,
     /// `RLIMIT_FSIZE` in MiB.
     pub max_file_size_mb: u64,
+    /// Host uids a node running as root runs calls as (one per running call); unused by a
+    /// node that is not root.
+    pub uid_range: crate::UidRange,
     /// Container mode.
     pub container: ContainerConfig,
 }
@@ -45,6 +48,7 @@ impl Default for SandboxConfig {
             max_processes: 32,
             max_open_files: 64,
             max_file_size_mb: 16,
+            uid_range: crate::UidRange::DEFAULT,
             container: ContainerConfig::default(),
         }
     }
@@ -181,6 +185,9 @@ impl SandboxConfig {
         }
         if !(1..=65536).contains(&self.max_file_size_mb) {
             p.push(format!("{prefix}.maxFileSizeMB: between 1 and 65536"));
+        }
+        if let Err(e) = self.uid_range.validate() {
+            p.push(format!("{prefix}.sandboxUidFirst/sandboxUidCount: {e}"));
         }
         let c = &self.container;
         let cp = format!("{prefix}.container");

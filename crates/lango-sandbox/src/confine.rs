@@ -1,6 +1,15 @@
 //! What the worker applies to itself before any tool code runs (Linux): a process cap inside
-//! the user namespace, Landlock, and the seccomp deny list of spec §2.2.2 item 8. Everything
-//! the tool starts inherits all three.
+//! the user namespace, Landlock, and the seccomp filter. Everything the tool starts inherits
+//! all three.
+//!
+//! The seccomp filter is a deny list, not an allow-list: command tools are arbitrary programs
+//! (interpreters, shells) whose syscall set is not ours to know, and an allow-list that misses
+//! one breaks them in ways that look like bugs of the tool. The deny list is therefore closed
+//! at the edges where a deny list usually leaks: every foreign architecture and every x32
+//! number kills the process (a deny list keyed by number alone is bypassed through them),
+//! `clone3` is `ENOSYS` so the C library falls back to `clone`, whose flags are checked, and
+//! the escalation surfaces (io_uring, the new mount API, `userfaultfd`, `perf_event_open`,
+//! `bpf`, nested user namespaces, `setns`, personalities) are refused with `EPERM`.
 
 use crate::protocol::Confinement;
 
@@ -48,7 +57,7 @@ mod linux {
     use nix::sys::resource::{Resource, setrlimit};
     use seccompiler::{
         BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-        SeccompRule, TargetArch,
+        SeccompRule, TargetArch, sock_filter,
     };
 
     use crate::protocol::Confinement;
@@ -113,7 +122,9 @@ mod linux {
         }
     }
 
-    /// Syscalls a tool never needs and an escape would (spec §2.2.2 item 8).
+    /// Syscalls a tool never needs and an escape would: spec §2.2.2 item 8, and the kernel
+    /// surfaces that keep producing privilege escalations (io_uring, the new mount API,
+    /// `setns`).
     fn denied() -> Vec<i64> {
         vec![
             libc::SYS_ptrace,
@@ -133,8 +144,25 @@ mod linux {
             libc::SYS_init_module,
             libc::SYS_finit_module,
             libc::SYS_open_by_handle_at,
+            libc::SYS_io_uring_setup,
+            libc::SYS_io_uring_enter,
+            libc::SYS_io_uring_register,
+            libc::SYS_fsopen,
+            libc::SYS_fsconfig,
+            libc::SYS_fsmount,
+            libc::SYS_fspick,
+            libc::SYS_open_tree,
+            libc::SYS_move_mount,
+            libc::SYS_mount_setattr,
+            SYS_OPEN_TREE_ATTR,
+            libc::SYS_setns,
         ]
     }
+
+    /// `open_tree_attr` (Linux 6.15), the same number on every architecture; not in libc yet.
+    const SYS_OPEN_TREE_ATTR: i64 = 467;
+    /// `personality(0xffffffff)` only reads the persona.
+    const PERSONALITY_QUERY: u64 = 0xffff_ffff;
 
     fn arch() -> Result<TargetArch, String> {
         if cfg!(target_arch = "x86_64") {
@@ -148,27 +176,95 @@ mod linux {
         }
     }
 
-    /// The compiled deny list: listed syscalls and `socket` for any family but `AF_UNIX` fail
-    /// with `EPERM`; everything else is allowed.
+    /// The x32 ABI's syscall numbers carry this bit (`__X32_SYSCALL_BIT`) and the native
+    /// audit architecture, so a deny list keyed by number alone would let them through.
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+    /// Kills the process for any syscall of another architecture (i386 through `int 0x80`)
+    /// and for any number with the x32 bit, before the deny list looks at the number.
+    fn prologue(arch: TargetArch) -> Vec<sock_filter> {
+        // BPF_LD | BPF_W | BPF_ABS, BPF_JMP | BPF_JEQ | BPF_K, BPF_JMP | BPF_JGE | BPF_K,
+        // BPF_RET | BPF_K (linux/bpf_common.h).
+        const LD_W_ABS: u16 = 0x20;
+        const JEQ_K: u16 = 0x15;
+        const JGE_K: u16 = 0x35;
+        const RET_K: u16 = 0x06;
+        let audit_arch = match arch {
+            TargetArch::x86_64 => 0xC000_003E,  // AUDIT_ARCH_X86_64
+            TargetArch::aarch64 => 0xC000_00B7, // AUDIT_ARCH_AARCH64
+            TargetArch::riscv64 => 0xC000_00F3, // AUDIT_ARCH_RISCV64
+        };
+        let f = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+        vec![
+            f(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+            f(JEQ_K, 1, 0, audit_arch),
+            f(RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+            f(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+            f(JGE_K, 0, 1, X32_SYSCALL_BIT),
+            f(RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+        ]
+    }
+
+    /// The compiled deny list: the prologue, then the listed syscalls, `socket` for any family
+    /// but `AF_UNIX`, `clone`/`unshare` with `CLONE_NEWUSER` and `personality` other than
+    /// `PER_LINUX` (or the read-only query) fail with `EPERM`; everything else is allowed.
     pub(crate) fn program() -> Result<BpfProgram, String> {
         let err = |e: &dyn std::fmt::Display| format!("seccomp: {e}");
+        let cond = |arg, op, value| {
+            SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(|e| err(&e))
+        };
+        let rule = |conds| SeccompRule::new(conds).map_err(|e| err(&e));
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
             denied().into_iter().map(|s| (s, Vec::new())).collect();
-        let not_unix = SeccompCondition::new(
-            0,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::Ne,
-            libc::AF_UNIX as u64,
-        )
-        .map_err(|e| err(&e))?;
         rules.insert(
             libc::SYS_socket,
-            vec![SeccompRule::new(vec![not_unix]).map_err(|e| err(&e))?],
+            vec![rule(vec![cond(
+                0,
+                SeccompCmpOp::Ne,
+                libc::AF_UNIX as u64,
+            )?])?],
         );
+        let newuser = libc::CLONE_NEWUSER as u64;
+        for sys in [libc::SYS_clone, libc::SYS_unshare] {
+            // clone's flags are its first argument on x86_64, aarch64 and riscv64.
+            rules.insert(
+                sys,
+                vec![rule(vec![cond(
+                    0,
+                    SeccompCmpOp::MaskedEq(newuser),
+                    newuser,
+                )?])?],
+            );
+        }
+        rules.insert(
+            libc::SYS_personality,
+            vec![rule(vec![
+                cond(0, SeccompCmpOp::Ne, 0)?, // PER_LINUX
+                cond(0, SeccompCmpOp::Ne, PERSONALITY_QUERY)?,
+            ])?],
+        );
+        let arch = arch()?;
         let filter = SeccompFilter::new(
             rules,
             SeccompAction::Allow,
             SeccompAction::Errno(libc::EPERM as u32),
+            arch,
+        )
+        .map_err(|e| err(&e))?;
+        let mut prog = prologue(arch);
+        prog.extend(BpfProgram::try_from(filter).map_err(|e| err(&e))?);
+        Ok(prog)
+    }
+
+    /// `clone3` passes its flags in memory that seccomp cannot read, so it fails with
+    /// `ENOSYS` and the C library falls back to `clone`, whose flags the deny list checks.
+    fn clone3_program() -> Result<BpfProgram, String> {
+        let err = |e: &dyn std::fmt::Display| format!("seccomp: {e}");
+        let rules = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::ENOSYS as u32),
             arch()?,
         )
         .map_err(|e| err(&e))?;
@@ -176,8 +272,11 @@ mod linux {
     }
 
     fn seccomp() -> Result<(), String> {
-        let prog = program()?;
-        seccompiler::apply_filter_all_threads(&prog).map_err(|e| format!("seccomp: {e}"))
+        let apply = |p: &BpfProgram| {
+            seccompiler::apply_filter_all_threads(p).map_err(|e| format!("seccomp: {e}"))
+        };
+        apply(&clone3_program()?)?;
+        apply(&program()?)
     }
 
     #[cfg(test)]

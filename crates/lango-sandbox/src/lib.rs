@@ -52,6 +52,7 @@ pub mod protocol;
 pub mod registry;
 pub mod select;
 pub mod subprocess;
+pub mod uids;
 pub mod worker;
 
 pub use config::{ContainerConfig, RuntimeChoice, SandboxConfig};
@@ -60,6 +61,7 @@ pub use executor::{Executor, InProcessExecutor};
 pub use outcome::{ErrorKind, ExecError};
 pub use registry::{CommandTool, IsolationClass, SANDBOX_ECHO, SafetyLevel, ToolRegistry};
 pub use subprocess::{IsolationReport, SubprocessExecutor, SubprocessOptions};
+pub use uids::UidRange;
 
 /// Errors of setting the sandbox up (calls fail with [`ExecError`]).
 #[derive(Debug, thiserror::Error)]

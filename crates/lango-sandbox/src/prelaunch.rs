@@ -1,20 +1,33 @@
 //! What the forked child does between fork and exec (the only `unsafe` of the subprocess
-//! executor): new session, parent-death signal, no-new-privileges, umask, rlimits, and every
-//! descriptor from 3 up marked close-on-exec.
+//! executor): the drop to the call's unprivileged host uid (when the node is root), a fresh
+//! session keyring, new session, parent-death signal, no-new-privileges, umask, rlimits, and
+//! every descriptor from 3 up marked close-on-exec.
 
 use nix::sys::resource::{Resource, setrlimit};
 use tokio::process::Command;
 
-/// Installs the pre-exec hook on `cmd`.
+/// Installs the pre-exec hook on `cmd`. With `run_as = Some(id)` the child first drops every
+/// supplementary group and sets its real, effective and saved uid and gid to `id` (std does
+/// that between fork and the hook; the node must be root), so bubblewrap and the tool run as
+/// that unprivileged host uid, and the parent-death signal is set after the change (a change
+/// of credentials clears it).
 #[allow(unsafe_code)]
-pub(crate) fn install<const N: usize>(cmd: &mut Command, limits: [(Resource, u64, u64); N]) {
+pub(crate) fn install<const N: usize>(
+    cmd: &mut Command,
+    limits: [(Resource, u64, u64); N],
+    run_as: Option<u32>,
+) {
+    if let Some(id) = run_as {
+        cmd.uid(id).gid(id);
+    }
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed. It calls setsid, prctl, getppid, umask, setrlimit, close_range and
-    // fcntl through thin nix/libc wrappers; none allocates, locks or touches shared state, and
-    // `limits` is a plain array copied into the closure before the fork.
+    // calls are allowed. It calls keyctl, setsid, prctl, getppid, umask, setrlimit,
+    // close_range and fcntl through thin nix/libc wrappers; none allocates, locks or touches
+    // shared state, and `limits` is a plain array copied into the closure before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            join_fresh_session_keyring()?;
             nix::unistd::setsid()?;
             #[cfg(target_os = "linux")]
             {
@@ -34,6 +47,34 @@ pub(crate) fn install<const N: usize>(cmd: &mut Command, limits: [(Resource, u64
             Ok(())
         });
     }
+}
+
+/// Replaces the inherited session keyring (the node's, which may hold unlock secrets) with a
+/// new, empty one owned by the caller, so neither `/proc/keys` nor `keyctl` inside the sandbox
+/// sees a key of the node.
+#[allow(unsafe_code)]
+fn join_fresh_session_keyring() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+        // SAFETY: keyctl(JOIN_SESSION_KEYRING, NULL) creates an anonymous keyring; the null
+        // name pointer is allowed and no other memory is passed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                KEYCTL_JOIN_SESSION_KEYRING,
+                std::ptr::null::<libc::c_char>(),
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            // A kernel without keys has no keyring to leak.
+            if e.raw_os_error() != Some(libc::ENOSYS) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Marks every descriptor from 3 up close-on-exec, so only 0–2 reach the worker whatever a

@@ -223,6 +223,14 @@ impl ToolRegistry {
             .filter(|t| t.class == IsolationClass::WorkerSafe)
     }
 
+    /// The programs of the registered command tools.
+    pub fn command_programs(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.tools.values().filter_map(|t| match &t.kind {
+            ToolKind::Command(c) => Some(c.program.as_path()),
+            ToolKind::Function(_) => None,
+        })
+    }
+
     /// Number of tools.
     pub fn len(&self) -> usize {
         self.tools.len()

@@ -10,8 +10,18 @@
 //!
 //! Every runtime that was skipped is reported with its reason, and a startup self-test runs
 //! `sandbox_echo` through the chosen executor (W-1): if it fails, there is no executor.
+//!
+//! A subprocess sandbox that fails at start (no bubblewrap yet, or a passing shortage such as
+//! `bwrap: Can't fork for pid 1`) is not given up for the life of the node: a
+//! [`Recovering`] executor re-checks it in the background with back-off (1 s doubling to
+//! 60 s) and takes calls once the check and the self-test pass; until then calls are refused
+//! and `p2p sandbox status` shows the state.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock, Weak},
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
@@ -48,6 +58,17 @@ pub struct Selection {
     pub log: String,
     /// The OS isolation probe (subprocess mode).
     pub isolation: Option<IsolationReport>,
+    /// Set when the subprocess sandbox failed at start and is re-checked in the background.
+    pub recovery: Option<Arc<Recovering>>,
+}
+
+impl Selection {
+    /// The executor to hand calls to: the one selected, or the one being re-checked.
+    pub fn serving_executor(&self) -> Option<Arc<dyn Executor>> {
+        self.executor
+            .clone()
+            .or_else(|| self.recovery.clone().map(|r| r as Arc<dyn Executor>))
+    }
 }
 
 impl Selection {
@@ -64,6 +85,7 @@ impl Selection {
             error: Some(error.into()),
             log: log.into(),
             isolation: None,
+            recovery: None,
         }
     }
 }
@@ -107,6 +129,7 @@ pub async fn select(
                     error,
                     log,
                     isolation: Some(report),
+                    recovery: None,
                 }
             }
             Err(e) => {
@@ -157,6 +180,7 @@ pub async fn select(
                     skipped,
                     error: None,
                     isolation: None,
+                    recovery: None,
                 }
             }
             (None, RuntimeChoice::Native) => subprocess(
@@ -205,13 +229,179 @@ pub async fn select(
                 std::mem::take(&mut selection.skipped),
             );
             none.isolation = selection.isolation.take();
+            let subprocess_mode = selection.runtime.is_none();
             if let Some(rt) = selection.runtime.take() {
                 rt.shutdown().await;
+            }
+            if subprocess_mode {
+                none.recovery = Some(Recovering::start(cfg, registry, worker, e));
             }
             return none;
         }
     }
+    if selection.executor.is_none() && selection.runtime.is_none() && subprocess_chosen(cfg) {
+        let reason = selection.error.clone().unwrap_or_default();
+        selection.recovery = Some(Recovering::start(cfg, registry, worker, reason));
+    }
     selection
+}
+
+/// Whether the configuration asks for the subprocess sandbox (container mode off, or the
+/// `native` runtime).
+fn subprocess_chosen(cfg: &SandboxConfig) -> bool {
+    cfg.enabled && (!cfg.container.enabled || cfg.container.runtime == RuntimeChoice::Native)
+}
+
+/// First wait before re-checking a sandbox that failed at start; doubled after each failure.
+pub const RECHECK_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two re-checks.
+pub const RECHECK_MAX: Duration = Duration::from_secs(60);
+
+/// The state of a sandbox being re-checked, for status output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryState {
+    /// Calls run (the re-check passed).
+    pub available: bool,
+    /// Re-checks made so far.
+    pub attempts: u32,
+    /// Why the sandbox is (or was last) unavailable.
+    pub last_error: String,
+    /// When the next re-check runs (while unavailable).
+    pub next_check_in: Option<Duration>,
+}
+
+/// The subprocess sandbox that failed at start, re-checked with back-off until it works.
+/// Calls are refused with [`ExecError::NotAvailable`](crate::ExecError) until then.
+pub struct Recovering {
+    ready: RwLock<Option<Arc<dyn Executor>>>,
+    state: Mutex<(RecoveryState, Option<Instant>)>,
+}
+
+impl Recovering {
+    fn start(
+        cfg: &SandboxConfig,
+        registry: Arc<ToolRegistry>,
+        worker: PathBuf,
+        reason: String,
+    ) -> Arc<Self> {
+        tracing::warn!(
+            event = "sandbox_recheck_scheduled",
+            reason = %reason,
+            "sandbox unavailable at start; re-checking in the background"
+        );
+        let me = Arc::new(Self {
+            ready: RwLock::new(None),
+            state: Mutex::new((
+                RecoveryState {
+                    available: false,
+                    attempts: 0,
+                    last_error: reason,
+                    next_check_in: Some(RECHECK_FIRST),
+                },
+                Some(Instant::now() + RECHECK_FIRST),
+            )),
+        });
+        let weak = Arc::downgrade(&me);
+        let opts = SubprocessOptions::from_config(cfg, worker);
+        tokio::spawn(recheck(weak, opts, registry));
+        me
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (RecoveryState, Option<Instant>)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The state now.
+    pub fn state(&self) -> RecoveryState {
+        let g = self.lock();
+        let mut s = g.0.clone();
+        s.next_check_in = g.1.map(|at| at.saturating_duration_since(Instant::now()));
+        s
+    }
+
+    fn current(&self) -> Option<Arc<dyn Executor>> {
+        self.ready.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+async fn recheck(me: Weak<Recovering>, opts: SubprocessOptions, registry: Arc<ToolRegistry>) {
+    let mut wait = RECHECK_FIRST;
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(r) = me.upgrade() else { return };
+        let attempt = async {
+            let ex = SubprocessExecutor::new(opts.clone(), registry.clone())
+                .map_err(|e| e.to_string())?;
+            smoke_test(&ex).await?;
+            Ok::<_, String>(ex)
+        };
+        match attempt.await {
+            Ok(ex) => {
+                tracing::info!(
+                    event = "sandbox_recovered",
+                    isolation = %ex.isolation(),
+                    "sandbox available again; remote tool calls run"
+                );
+                *r.ready.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ex));
+                let mut g = r.lock();
+                g.0.available = true;
+                g.0.attempts += 1;
+                g.1 = None;
+                return;
+            }
+            Err(e) => {
+                wait = (wait * 2).min(RECHECK_MAX);
+                let mut g = r.lock();
+                g.0.attempts += 1;
+                tracing::warn!(
+                    event = "sandbox_recheck_failed",
+                    attempt = g.0.attempts,
+                    error = %e,
+                    next_in_secs = wait.as_secs(),
+                    "sandbox still unavailable"
+                );
+                g.0.last_error = e;
+                g.1 = Some(Instant::now() + wait);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for Recovering {
+    async fn execute(
+        &self,
+        tool: &str,
+        params: Map<String, Value>,
+    ) -> Result<Map<String, Value>, crate::ExecError> {
+        match self.current() {
+            Some(ex) => ex.execute(tool, params).await,
+            None => Err(crate::ExecError::NotAvailable {
+                tool: tool.into(),
+                reason: format!(
+                    "sandbox unavailable, re-checking: {}",
+                    self.lock().0.last_error
+                ),
+            }),
+        }
+    }
+
+    fn isolation(&self) -> String {
+        match self.current() {
+            Some(ex) => ex.isolation(),
+            None => "none (remote tool calls refused; re-checking)".into(),
+        }
+    }
+
+    async fn self_check(&self) -> Result<Vec<(String, bool)>, crate::ExecError> {
+        match self.current() {
+            Some(ex) => ex.self_check().await,
+            None => Err(crate::ExecError::NotAvailable {
+                tool: crate::protocol::SELF_CHECK_TOOL.into(),
+                reason: "sandbox unavailable, re-checking".into(),
+            }),
+        }
+    }
 }
 
 /// Runs `sandbox_echo` with `{"msg":"sandbox-smoke-test"}` and checks the output equals the

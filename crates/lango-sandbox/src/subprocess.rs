@@ -7,6 +7,12 @@
 //! from 3 up close-on-exec. The worker then applies Landlock, the seccomp deny list and the
 //! process cap to itself before any tool code runs. At the deadline the whole process group
 //! (and with it the pid namespace) is killed.
+//!
+//! A node running as root never runs a tool as host root: each call first drops to its own
+//! unprivileged host uid from [`UidRange`](crate::UidRange) (see [`crate::uids`]), so the
+//! kernel's process cap applies and one call's fork bomb cannot stop another call, the node or
+//! the host from forking. Inside, `/proc/sys` is read-only, the session keyring is a fresh
+//! empty one, and no nested user namespace can be made.
 
 use std::{
     ffi::OsString,
@@ -42,6 +48,7 @@ use crate::{
         decode_result,
     },
     registry::{ToolKind, ToolRegistry},
+    uids::{UidLease, UidPool, UidRange, reachable_by_others},
 };
 
 /// Settings of the subprocess executor.
@@ -64,8 +71,11 @@ pub struct SubprocessOptions {
     /// Refuse to run without OS isolation.
     pub require_os_isolation: bool,
     /// Where per-call workdirs are created (default `$XDG_RUNTIME_DIR/lango-sbx`, else the
-    /// system temp directory).
+    /// system temp directory; for a root node `/run/lango-sbx`, which the calls' uids can
+    /// traverse).
     pub sandbox_root: Option<PathBuf>,
+    /// Host uids a root node runs calls as, one per running call.
+    pub uid_range: UidRange,
 }
 
 impl SubprocessOptions {
@@ -81,6 +91,7 @@ impl SubprocessOptions {
             max_file_size_mb: cfg.max_file_size_mb,
             require_os_isolation: cfg.require_os_isolation,
             sandbox_root: None,
+            uid_range: cfg.uid_range,
         }
     }
 }
@@ -99,10 +110,19 @@ pub struct IsolationReport {
 }
 
 impl IsolationReport {
-    /// Probes this machine (cached for the life of the process).
+    /// Probes this machine. A probe that found the namespaces is kept for the life of the
+    /// process; a failing one is not, so a passing shortage (no process slot for bubblewrap at
+    /// that moment) is probed again next time.
     pub fn probe() -> Self {
         static CACHE: OnceLock<IsolationReport> = OnceLock::new();
-        CACHE.get_or_init(probe_uncached).clone()
+        if let Some(r) = CACHE.get() {
+            return r.clone();
+        }
+        let r = probe_uncached();
+        if r.namespaces.is_ok() {
+            let _ = CACHE.set(r.clone());
+        }
+        r
     }
 
     /// Whether the isolation `requireOsIsolation` asks for is there: namespaces on Linux.
@@ -183,7 +203,15 @@ fn probe_namespaces() -> Result<PathBuf, String> {
     let dir = std::env::temp_dir().join(format!("lango-sbx-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("probe dir: {e}"))?;
     let args = bwrap_args(&dir, std::slice::from_ref(&truth));
-    let out = std::process::Command::new(&bwrap)
+    let mut cmd = std::process::Command::new(&bwrap);
+    if nix::unistd::geteuid().is_root() {
+        // A root node runs bubblewrap as an unprivileged uid: probe the same way, with a uid
+        // of the default range (any unprivileged uid answers whether that works here).
+        use std::os::unix::process::CommandExt;
+        let id = UidRange::DEFAULT.first;
+        cmd.uid(id).gid(id);
+    }
+    let out = cmd
         .args(&args)
         .arg(&truth)
         .env_clear()
@@ -259,6 +287,9 @@ fn bwrap_args(workdir: &Path, extra: &[PathBuf]) -> Vec<OsString> {
         "--unshare-ipc",
         "--unshare-uts",
         "--unshare-cgroup-try",
+        // No nested user namespace (user.max_user_namespaces = 0 inside); seccomp refuses
+        // CLONE_NEWUSER as well.
+        "--disable-userns",
         "--die-with-parent",
         "--cap-drop",
         "ALL",
@@ -298,6 +329,10 @@ fn bwrap_args(workdir: &Path, extra: &[PathBuf]) -> Vec<OsString> {
     a.extend([
         "--proc".into(),
         "/proc".into(),
+        // Kernel tunables stay read-only whatever uid the tool has (core_pattern and friends).
+        "--ro-bind".into(),
+        "/proc/sys".into(),
+        "/proc/sys".into(),
         "--dev".into(),
         "/dev".into(),
     ]);
@@ -332,6 +367,18 @@ pub struct SubprocessExecutor {
     registry: Arc<ToolRegistry>,
     report: IsolationReport,
     root: PathBuf,
+    /// The uids calls run as, when the node is root.
+    uids: Option<Arc<UidPool>>,
+    /// A copy of the worker made for the calls' uids (removed on drop).
+    worker_copy: Option<PathBuf>,
+}
+
+impl Drop for SubprocessExecutor {
+    fn drop(&mut self) {
+        if let Some(copy) = &self.worker_copy {
+            let _ = std::fs::remove_file(copy);
+        }
+    }
 }
 
 impl SubprocessExecutor {
@@ -360,18 +407,67 @@ impl SubprocessExecutor {
         })?;
         let worker = std::fs::canonicalize(&opts.worker)
             .map_err(|e| Error::Config(format!("worker binary {}: {e}", opts.worker.display())))?;
+        let as_root = nix::unistd::geteuid().is_root();
+        let uids = if as_root {
+            let locks = uid_lock_dir();
+            create_private_dir(&locks, 0o700).map_err(|e| {
+                Error::Config(format!("uid lock directory {}: {e}", locks.display()))
+            })?;
+            Some(UidPool::new(opts.uid_range, Some(locks)).map_err(Error::Config)?)
+        } else {
+            None
+        };
         let root = match &opts.sandbox_root {
             Some(r) => r.clone(),
-            None => default_root(),
+            None => default_root(as_root),
         };
-        create_private_dir(&root)
+        // The calls' uids must reach their workdirs: the root is traversable (0711) but not
+        // listable by them, and so must be every directory above it.
+        let mode = if as_root { 0o711 } else { 0o700 };
+        create_private_dir(&root, mode)
             .map_err(|e| Error::Config(format!("sandbox root {}: {e}", root.display())))?;
+        if as_root {
+            reachable_by_others(&root, 0o001).map_err(|e| {
+                Error::Config(format!(
+                    "sandbox root {}: the sandbox uids cannot reach it: {e}",
+                    root.display()
+                ))
+            })?;
+            for tool in registry.command_programs() {
+                reachable_by_others(tool, 0o001).map_err(|e| {
+                    Error::Config(format!(
+                        "command tool program {}: the sandbox uids cannot run it: {e}",
+                        tool.display()
+                    ))
+                })?;
+            }
+        }
+        // A worker the calls' uids cannot reach (a build under /root) is copied next to the
+        // workdirs, owned by root and not writable by them.
+        let worker_copy = if as_root && reachable_by_others(&worker, 0o005).is_err() {
+            Some(copy_worker(&worker, &root).map_err(|e| {
+                Error::Config(format!(
+                    "copy the worker {} for the sandbox uids: {e}",
+                    worker.display()
+                ))
+            })?)
+        } else {
+            None
+        };
+        let worker = worker_copy.clone().unwrap_or(worker);
         Ok(Self {
             opts: SubprocessOptions { worker, ..opts },
             registry,
             report,
             root,
+            uids,
+            worker_copy,
         })
+    }
+
+    /// The host uids calls run as: `Some` when the node is root.
+    pub fn uid_range(&self) -> Option<UidRange> {
+        self.uids.as_ref().map(|p| p.range())
     }
 
     /// The probe result this executor runs with.
@@ -384,7 +480,7 @@ impl SubprocessExecutor {
         &self.opts
     }
 
-    fn command(&self, workdir: &Path, extra: &[PathBuf]) -> Command {
+    fn command(&self, workdir: &Path, extra: &[PathBuf], run_as: Option<u32>) -> Command {
         let mut cmd = match &self.report.namespaces {
             Ok(bwrap) => {
                 let mut c = Command::new(bwrap);
@@ -427,7 +523,7 @@ impl SubprocessExecutor {
             (Resource::RLIMIT_CORE, 0, 0),
             (Resource::RLIMIT_MEMLOCK, 0, 0),
         ];
-        crate::prelaunch::install(&mut cmd, limits);
+        crate::prelaunch::install(&mut cmd, limits, run_as);
         cmd
     }
 
@@ -437,7 +533,19 @@ impl SubprocessExecutor {
         params: Map<String, Value>,
         command: Option<CommandSpec>,
     ) -> Result<Map<String, Value>, ExecError> {
-        let workdir = Workdir::create(&self.root)
+        let lease: Option<UidLease> = match &self.uids {
+            Some(pool) => Some(
+                pool.lease()
+                    .map_err(|e| ExecError::failure(tool, format!("sandbox uid: {e}")))?
+                    .ok_or_else(|| ExecError::NotAvailable {
+                        tool: tool.into(),
+                        reason: "every sandbox uid is in use by a running call".into(),
+                    })?,
+            ),
+            None => None,
+        };
+        let run_as = lease.as_ref().map(UidLease::uid);
+        let workdir = Workdir::create(&self.root, run_as)
             .map_err(|e| ExecError::failure(tool, format!("workdir setup: {e}")))?;
         let mut extra = vec![self.opts.worker.clone()];
         if let Some(c) = &command {
@@ -453,9 +561,9 @@ impl SubprocessExecutor {
             confine: Some(Confinement {
                 workdir: workdir.path.display().to_string(),
                 read_paths: read_paths(&extra),
-                // Counted per user namespace; without one it would count every process of
-                // the node's uid.
-                max_processes: if self.report.namespaces.is_ok() {
+                // Counted per user namespace, or per call uid; without either it would count
+                // every process of the node's uid.
+                max_processes: if self.report.namespaces.is_ok() || run_as.is_some() {
                     self.opts.max_processes
                 } else {
                     0
@@ -467,7 +575,7 @@ impl SubprocessExecutor {
         let bytes = serde_json::to_vec(&request)
             .map_err(|e| ExecError::failure(tool, format!("encode request: {e}")))?;
         let mut child = self
-            .command(&workdir.path, &extra)
+            .command(&workdir.path, &extra, run_as)
             .spawn()
             .map_err(|e| ExecError::failure(tool, format!("spawn worker: {e}")))?;
         let group = GroupKill(child.id().map(|id| Pid::from_raw(id as i32)));
@@ -525,6 +633,9 @@ impl SubprocessExecutor {
             _ => Vec::new(),
         };
         drop(workdir);
+        // Every process of the call is gone (group killed, pid namespace ended with its
+        // init): its uid may serve another call.
+        drop(lease);
         let result = match end {
             End::Timeout => Err(ExecError::Timeout {
                 tool: tool.into(),
@@ -672,18 +783,36 @@ pub(crate) async fn read_keep<R: AsyncRead + Unpin>(mut r: R, keep: usize) -> Ve
     buf
 }
 
-fn default_root() -> PathBuf {
+/// Where a root node's uid leases are locked, shared by every node on the host.
+fn uid_lock_dir() -> PathBuf {
+    if Path::new("/run").is_dir() {
+        PathBuf::from("/run/lango-sbx-uids")
+    } else {
+        std::env::temp_dir().join("lango-sbx-uids-0")
+    }
+}
+
+fn default_root(as_root: bool) -> PathBuf {
+    if as_root {
+        // $XDG_RUNTIME_DIR of root is 0700: the calls' uids could not reach their workdirs.
+        return if Path::new("/run").is_dir() {
+            PathBuf::from("/run/lango-sbx")
+        } else {
+            std::env::temp_dir().join("lango-sbx-0")
+        };
+    }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d).join("lango-sbx"),
         _ => std::env::temp_dir().join(format!("lango-sbx-{}", nix::unistd::geteuid())),
     }
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+/// Creates `dir` (owned by this user, mode `mode`), or checks and tightens an existing one.
+fn create_private_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(mode)
         .create(dir)?;
     let meta = std::fs::symlink_metadata(dir)?;
     if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
@@ -691,10 +820,23 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
             "exists but is not a directory owned by this user",
         ));
     }
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if meta.permissions().mode() & 0o7777 != mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(())
+}
+
+/// Copies the worker to `<root>/worker-<random>` (root-owned, 0755), written to a temporary
+/// name first so no call ever sees a partial binary.
+fn copy_worker(worker: &Path, root: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tmp = root.join(format!(".worker-{id}.part"));
+    let dest = root.join(format!("worker-{id}"));
+    std::fs::copy(worker, &tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, &dest)?;
+    Ok(dest)
 }
 
 /// A fresh 0700 directory for one call, removed (whatever the tool left in it) on drop.
@@ -703,11 +845,16 @@ struct Workdir {
 }
 
 impl Workdir {
-    fn create(root: &Path) -> std::io::Result<Self> {
+    /// A fresh directory under `root`, owned by `owner` (the call's uid) when given.
+    fn create(root: &Path, owner: Option<u32>) -> std::io::Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
         let path = root.join(uuid::Uuid::new_v4().simple().to_string());
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(Self { path })
+        let dir = Self { path };
+        if let Some(id) = owner {
+            std::os::unix::fs::chown(&dir.path, Some(id), Some(id))?;
+        }
+        Ok(dir)
     }
 }
 

@@ -85,6 +85,17 @@ pub fn run(registry: &ToolRegistry) -> i32 {
     }));
     // Whatever the launcher added (bubblewrap's PWD, Docker's HOSTNAME) goes before any tool.
     crate::confine::keep_only_worker_env();
+    // A command tool runs as the worker's uid: it must not read or write the worker's memory
+    // through /proc/<pid>/mem or attach to it (a non-dumpable process needs CAP_SYS_PTRACE,
+    // which nothing in the sandbox has). The tool's own exec makes it dumpable again, which
+    // only exposes the tool to itself.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        write_result(&WorkerResult::err(format!(
+            "isolation setup failed: dumpable: {e}"
+        )));
+        return EXIT_PROTOCOL;
+    }
     let req = match read_request() {
         Ok(r) => r,
         Err(e) => {
