@@ -153,8 +153,8 @@ fn overhead(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     struct Up;
     #[async_trait]
     impl lango_kms::ConnectionChecker for Up {
-        async fn is_connected(&self) -> bool {
-            true
+        async fn connection(&self) -> lango_kms::health::Connection {
+            lango_kms::health::Connection::Up
         }
     }
     let composite = composite.with_checker(Arc::new(Up));

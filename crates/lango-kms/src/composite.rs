@@ -5,14 +5,23 @@
 //!
 //! 1. if a checker is present and reports the primary connected, the primary is called; its
 //!    success is returned;
-//! 2. the fallback is used when the checker reports "down", when there is **no checker** (Go
-//!    parity: then the primary is never used), or when the primary failed in a way the
-//!    [`FallbackMode`] allows: [`FallbackMode::UnavailableOnly`] (default) only for transient
-//!    errors (and, for `decrypt`, input the primary says is not its format);
+//! 2. the fallback is used when the checker reports the primary [`Connection::Unreachable`]
+//!    (its probe failed transiently: unavailable, throttled, timed out), when there is **no
+//!    checker** (Go parity: then the primary is never used), or when the primary failed in a
+//!    way the [`FallbackMode`] allows: [`FallbackMode::UnavailableOnly`] (default) only for
+//!    transient errors (and, for `decrypt`, input the primary says is not its format);
 //!    [`FallbackMode::AnyError`] (Go) for any error. Access denied, disabled or invalid keys and
 //!    failed decryptions are returned to the caller: a revoked KMS key stops the node instead
 //!    of silently moving new secrets to the local key.
-//! 3. with no fallback provider the result is `no crypto provider available`.
+//! 3. when the checker reports the key [`Connection::Refused`] (its probe was answered with
+//!    access denied, key disabled, key not found ...), `UnavailableOnly` never falls back:
+//!    `encrypt` fails at once with the probe's kind and the key's state (nothing new is
+//!    sealed, under the local key or under a key the KMS refuses: Azure still encrypts with a
+//!    disabled key it will not decrypt with) until a probe finds the key usable again;
+//!    `decrypt`, `sign` and `public_key` go to the primary alone (a key enabled again is used
+//!    at once), and any error it returns is final. `AnyError` treats a refused key like an
+//!    unreachable one (Go).
+//! 4. with no fallback provider the result is `no crypto provider available`.
 //!
 //! `sign` and `public_key` never fall back under `UnavailableOnly`: a KMS ECDSA signature and a
 //! local HMAC are not interchangeable. When the primary is "down" they fail at once with
@@ -47,7 +56,7 @@ use lango_crypto::{
 };
 use tokio::sync::Semaphore;
 
-use crate::health::ConnectionChecker;
+use crate::health::{Connection, ConnectionChecker, key_state_of};
 
 /// Default bound on concurrent operations.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
@@ -135,7 +144,10 @@ impl Req<'_> {
 #[derive(Debug, Clone, Copy)]
 enum Reason {
     NoChecker,
-    Down,
+    /// The probe failed transiently with this kind.
+    Down(ProviderErrorKind),
+    /// The probe was refused with this kind (`AnyError` mode only).
+    Refused(ProviderErrorKind),
     PrimaryError(ProviderErrorKind),
 }
 
@@ -243,11 +255,45 @@ impl CompositeProvider {
         ProviderError::new("composite", op, key_id, kind, detail)
     }
 
-    async fn connected(&self) -> Option<bool> {
+    async fn connection(&self) -> Option<Connection> {
         match &self.checker {
-            Some(c) => Some(c.is_connected().await),
+            Some(c) => Some(c.connection().await),
             None => None,
         }
+    }
+
+    /// A failure of the primary, returned instead of falling back (K-1). When the KMS refused
+    /// the key (access denied, disabled, not found or invalid), the error says so and names
+    /// the key's state; other errors are returned as they are.
+    fn refusal(&self, mut e: ProviderError) -> ProviderError {
+        if !matches!(
+            e.kind,
+            ProviderErrorKind::AccessDenied
+                | ProviderErrorKind::KeyDisabled
+                | ProviderErrorKind::InvalidKey
+        ) {
+            return e;
+        }
+        tracing::warn!(
+            event = "kms.fallback.refused",
+            op = %e.op,
+            key_id = %e.key_id,
+            primary = self.primary.id(),
+            kind = ?e.kind,
+            key_state = key_state_of(e.kind),
+            error = %e,
+            "the KMS refused the key; the local fallback is not used for refusals"
+        );
+        let note = format!(
+            "the KMS refused the key (key state: {}); the local key is not used in its place",
+            key_state_of(e.kind)
+        );
+        e.detail = if e.detail.is_empty() {
+            note
+        } else {
+            format!("{}; {note}", e.detail)
+        };
+        e
     }
 
     /// Whether a primary error of `kind` lets `op` fall back.
@@ -283,8 +329,8 @@ impl CompositeProvider {
             return self.route_tagged(key_id, tag, &req).await;
         }
 
-        let (reason, primary_error) = match self.connected().await {
-            Some(true) => match req.send(self.primary.as_ref(), key_id).await {
+        let (reason, primary_error) = match self.connection().await {
+            Some(Connection::Up) => match req.send(self.primary.as_ref(), key_id).await {
                 Ok(r) => {
                     self.used_local.store(false, Ordering::Relaxed);
                     return Ok(r);
@@ -294,10 +340,65 @@ impl CompositeProvider {
                 }
                 Err(e) => {
                     self.used_local.store(false, Ordering::Relaxed);
-                    return Err(e);
+                    return Err(if self.may_fall_back(op) {
+                        self.refusal(e)
+                    } else {
+                        e
+                    });
                 }
             },
-            Some(false) => (Reason::Down, None),
+            Some(Connection::Refused(f)) if self.mode == FallbackMode::AnyError => {
+                (Reason::Refused(f.kind), None)
+            }
+            // The KMS refused the key: nothing new is sealed, neither under the local key nor
+            // under a key the KMS refuses to use (Azure, for one, still encrypts with a
+            // disabled key that it will not decrypt with), until a probe finds it usable.
+            Some(Connection::Refused(f)) if op == Operation::Encrypt => {
+                self.used_local.store(false, Ordering::Relaxed);
+                tracing::warn!(
+                    event = "kms.fallback.refused",
+                    op = %op,
+                    key_id = %key_id,
+                    primary = self.primary.id(),
+                    kind = ?f.kind,
+                    key_state = f.key_state(),
+                    reason = %f.message,
+                    "the KMS refused the key; nothing is encrypted until it accepts the key again"
+                );
+                return Err(ProviderError::new(
+                    self.primary.id(),
+                    op,
+                    key_id,
+                    f.kind,
+                    format!(
+                        "the KMS refused the key (key state: {}; {}); no value is sealed, under the local key or any other, until the KMS accepts the key again",
+                        f.key_state(),
+                        f.message
+                    ),
+                ));
+            }
+            // Other operations: only the primary may serve (a key enabled again is read and
+            // signed with at once), and a failure is final, transient or not. (Only input that
+            // is not the primary's format may still be decrypted by the fallback: that reads
+            // what the local key wrote, nothing more.)
+            Some(Connection::Refused(_)) => match req.send(self.primary.as_ref(), key_id).await {
+                Ok(r) => {
+                    self.used_local.store(false, Ordering::Relaxed);
+                    return Ok(r);
+                }
+                Err(e)
+                    if self.may_fall_back(op)
+                        && !e.kind.is_transient()
+                        && self.falls_back_on(op, e.kind) =>
+                {
+                    (Reason::PrimaryError(e.kind), Some(e))
+                }
+                Err(e) => {
+                    self.used_local.store(false, Ordering::Relaxed);
+                    return Err(self.refusal(e));
+                }
+            },
+            Some(Connection::Unreachable(f)) => (Reason::Down(f.kind), None),
             None => (Reason::NoChecker, None),
         };
 
@@ -324,9 +425,10 @@ impl CompositeProvider {
             return Err(e);
         };
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
-        let primary_error_kind = match reason {
-            Reason::PrimaryError(k) => Some(k),
-            _ => None,
+        let (primary_error_kind, probe_error_kind) = match reason {
+            Reason::PrimaryError(k) => (Some(k), None),
+            Reason::Down(k) | Reason::Refused(k) => (None, Some(k)),
+            Reason::NoChecker => (None, None),
         };
         tracing::warn!(
             op = %op,
@@ -335,6 +437,7 @@ impl CompositeProvider {
             fallback = fallback.id(),
             reason = ?reason,
             primary_error_kind = ?primary_error_kind,
+            probe_error_kind = ?probe_error_kind,
             primary_error = primary_error.as_ref().map(|e| e.to_string()),
             "crypto operation fell back to the local provider"
         );
@@ -440,9 +543,18 @@ impl CryptoProvider for CompositeProvider {
 
     /// Healthy only when the primary is connected; otherwise says whether the fallback serves.
     async fn health(&self) -> Health {
-        let state = match self.connected().await {
-            Some(true) => return Health::Healthy,
-            Some(false) => "the primary provider is down",
+        let state = match self.connection().await {
+            Some(Connection::Up) => return Health::Healthy,
+            Some(Connection::Refused(f)) if self.mode == FallbackMode::UnavailableOnly => {
+                return Health::Unhealthy(format!(
+                    "the KMS refused the key (key state: {}): {}; the local fallback is not used for refusals",
+                    f.key_state(),
+                    f.message
+                ));
+            }
+            Some(Connection::Refused(_) | Connection::Unreachable(_)) => {
+                "the primary provider is down"
+            }
             None => "the primary provider is not used (no health checker)",
         };
         match &self.fallback {
@@ -475,6 +587,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::{HealthChecker, KeyRole};
 
     /// A primary that writes v1-headed (unencrypted) blobs with the AWS tag, counts calls,
     /// and fails with queued error kinds.
@@ -567,17 +680,31 @@ mod tests {
         }
     }
 
-    struct Fixed(AtomicBool);
+    /// A checker with a fixed answer.
+    struct Fixed(Connection);
 
     #[async_trait]
     impl ConnectionChecker for Fixed {
-        async fn is_connected(&self) -> bool {
-            self.0.load(Ordering::SeqCst)
+        async fn connection(&self) -> Connection {
+            self.0.clone()
         }
     }
 
+    fn failure(kind: ProviderErrorKind) -> crate::health::ProbeFailure {
+        crate::health::ProbeFailure {
+            kind,
+            kms_kind: None,
+            message: format!("encrypt probe failed: {kind:?}"),
+        }
+    }
+
+    /// Up, or unreachable (a transient probe failure).
     fn checker(up: bool) -> Arc<Fixed> {
-        Arc::new(Fixed(AtomicBool::new(up)))
+        Arc::new(Fixed(if up {
+            Connection::Up
+        } else {
+            Connection::Unreachable(failure(ProviderErrorKind::Unavailable))
+        }))
     }
 
     fn local() -> Arc<LocalCryptoProvider> {
@@ -791,6 +918,140 @@ mod tests {
                 "{permits}"
             );
         }
+    }
+
+    /// The kinds a KMS answers when the key itself is refused ("not found" is `InvalidKey`).
+    const REFUSALS: [ProviderErrorKind; 3] = [
+        ProviderErrorKind::KeyDisabled,
+        ProviderErrorKind::AccessDenied,
+        ProviderErrorKind::InvalidKey,
+    ];
+
+    /// A composite over `primary` with the local fallback and a real health checker probing
+    /// the primary's encryption key.
+    fn probed(primary: &Arc<Primary>) -> (CompositeProvider, Arc<HealthChecker>) {
+        let checker = Arc::new(HealthChecker::new(
+            primary.clone(),
+            "alias/k",
+            KeyRole::Encryption,
+            None,
+        ));
+        let c = CompositeProvider::new(primary.clone())
+            .with_fallback(local())
+            .with_checker(checker.clone());
+        (c, checker)
+    }
+
+    /// Issue 17: a key the KMS refuses (disabled, denied, deleted) makes the probe fail, and
+    /// that failure must not send new values to the local key: nothing is encrypted at all.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_probe_never_falls_back() {
+        for kind in REFUSALS {
+            // Every call to the primary is refused, the probe's and the caller's.
+            let primary = Primary::failing(&[kind; 8]);
+            let (c, checker) = probed(&primary);
+            let e = c.encrypt("alias/k", b"v", ctx()).await.unwrap_err();
+            assert!(
+                matches!(checker.state().await, Connection::Refused(ref f) if f.kind == kind),
+                "{kind:?}: {:?}",
+                checker.state().await
+            );
+            assert_eq!(e.kind, kind, "{e}");
+            assert_eq!(e.provider, "aws-kms", "the primary's own error: {e}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("key state: {}", key_state_of(kind))),
+                "{e}"
+            );
+            assert!(!c.used_local(), "{kind:?}");
+            assert_eq!(c.fallback_count(), 0, "{kind:?}");
+            // A headerless blob, too, is the primary's to refuse, not the local key's.
+            let e = c.decrypt("alias/k", b"legacy", ctx()).await.unwrap_err();
+            assert_eq!(e.kind, kind, "{e}");
+            assert_eq!(c.fallback_count(), 0, "{kind:?}");
+            assert!(
+                matches!(c.health().await, Health::Unhealthy(r) if r.contains("refused")),
+                "{kind:?}"
+            );
+            // Served again by the KMS: still nothing is encrypted until a probe says so ...
+            primary.failures.lock().unwrap().clear();
+            let calls = primary.calls.load(Ordering::SeqCst);
+            let e = c.encrypt("alias/k", b"v", ctx()).await.unwrap_err();
+            assert_eq!(e.kind, kind, "{e}");
+            assert_eq!(primary.calls.load(Ordering::SeqCst), calls, "nothing sent");
+            // ... while reading goes to the KMS at once.
+            let blob = primary.encrypt("alias/k", b"w", ctx()).await.unwrap();
+            assert_eq!(
+                c.decrypt("alias/k", &blob, ctx()).await.unwrap().expose(),
+                b"w"
+            );
+            tokio::time::advance(crate::health::DEFAULT_PROBE_INTERVAL).await;
+            let blob = c.encrypt("alias/k", b"v", ctx()).await.unwrap();
+            assert_eq!(blob[4], ProviderTag::AwsKms as u8);
+            assert_eq!(c.fallback_count(), 0);
+        }
+    }
+
+    /// Even when a call then fails transiently, a refused key stays refused.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_key_does_not_fall_back_on_a_later_transient_error() {
+        let primary = Primary::failing(&[
+            ProviderErrorKind::KeyDisabled,
+            ProviderErrorKind::Unavailable,
+        ]);
+        let (c, _) = probed(&primary);
+        let e = c.decrypt("alias/k", b"legacy", ctx()).await.unwrap_err();
+        assert_eq!(e.kind, ProviderErrorKind::Unavailable, "{e}");
+        assert_eq!(c.fallback_count(), 0);
+        assert!(!c.used_local());
+    }
+
+    /// The other side of issue 17: a KMS that is unreachable, throttling or too slow is an
+    /// outage, and the fallback serves meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_probe_failure_still_falls_back() {
+        for kind in [ProviderErrorKind::Unavailable, ProviderErrorKind::Throttled] {
+            let primary = Primary::failing(&[kind; 8]);
+            let (c, checker) = probed(&primary);
+            let blob = c.encrypt("alias/k", b"v", ctx()).await.unwrap();
+            assert!(
+                matches!(checker.state().await, Connection::Unreachable(ref f) if f.kind == kind),
+                "{kind:?}"
+            );
+            assert_eq!(blob[4], ProviderTag::LocalMk as u8, "{kind:?}");
+            assert!(c.used_local());
+            assert_eq!(c.fallback_count(), 1);
+        }
+        // Timeout: a primary slower than the probe budget.
+        let primary = Arc::new(Primary {
+            delay_ms: 10_000,
+            ..Primary::default()
+        });
+        let (c, checker) = probed(&primary);
+        let blob = c.encrypt("alias/k", b"v", ctx()).await.unwrap();
+        assert!(
+            matches!(checker.state().await, Connection::Unreachable(ref f) if f.message.contains("timed out")),
+            "{:?}",
+            checker.state().await
+        );
+        assert_eq!(blob[4], ProviderTag::LocalMk as u8);
+        assert_eq!(c.fallback_count(), 1);
+    }
+
+    /// Any-error mode keeps Go's behaviour: a refused key reads as "down" and falls back.
+    #[tokio::test(start_paused = true)]
+    async fn any_error_mode_treats_a_refused_key_as_down() {
+        let primary = Primary::failing(&[ProviderErrorKind::KeyDisabled; 8]);
+        let checker = Arc::new(Fixed(Connection::Refused(failure(
+            ProviderErrorKind::KeyDisabled,
+        ))));
+        let c = CompositeProvider::new(primary.clone())
+            .with_fallback(local())
+            .with_checker(checker)
+            .with_mode(FallbackMode::AnyError);
+        let blob = c.encrypt("alias/k", b"v", ctx()).await.unwrap();
+        assert_eq!(blob[4], ProviderTag::LocalMk as u8);
+        assert_eq!(primary.calls.load(Ordering::SeqCst), 0);
     }
 
     #[test]

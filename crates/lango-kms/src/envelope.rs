@@ -598,7 +598,7 @@ impl CryptoProvider for KmsProvider {
         };
         match health::probe_within(self, "", role, health::PROBE_BUDGET).await {
             Ok(()) => Health::Healthy,
-            Err(reason) => Health::Unhealthy(reason),
+            Err(failure) => Health::Unhealthy(failure.message),
         }
     }
 }

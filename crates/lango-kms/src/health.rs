@@ -13,6 +13,16 @@
 //!
 //! The probe goes through the provider's normal retry policy, so a slow outage uses up the
 //! budget and reads as "down".
+//!
+//! A failed probe keeps its classified error kind ([`ProbeFailure`]), because "down" has two
+//! meanings that call for opposite reactions (K-1):
+//! - [`Connection::Unreachable`]: the KMS could not be reached, throttled the probe, or did
+//!   not answer within the budget (transient kinds). The composite may serve from the local
+//!   fallback meanwhile.
+//! - [`Connection::Refused`]: the KMS answered and refused the key: access denied, key
+//!   disabled or scheduled for deletion, key not found or of the wrong type, a failed round
+//!   trip. This is what disabling the key (the incident response) looks like; the composite
+//!   fails closed and never moves new values to the local key.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -23,11 +33,11 @@ use async_trait::async_trait;
 use lango_crypto::{
     CryptoProvider,
     aead::BlobPurpose,
-    provider::{AeadContext, Health},
+    provider::{AeadContext, Health, ProviderError, ProviderErrorKind},
 };
 use tokio::time::Instant;
 
-use crate::backend::KeyRole;
+use crate::{KmsErrorKind, backend::KeyRole, error::kms_kind};
 
 /// Default time a probe result stays valid.
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
@@ -40,22 +50,121 @@ pub const SIGN_PROBE_MESSAGE: &[u8; 32] = b"lango-kms-health-probe-32-bytes!";
 /// The associated-data context of the encryption probe.
 const PROBE_CONTEXT: &[u8] = b"lango-kms-health-probe";
 
-/// Something that knows whether the primary provider is reachable.
+/// Why a probe failed: the classified kind, and a reason safe to show (provider errors never
+/// carry secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeFailure {
+    /// The kind at the `CryptoProvider` seam. A probe that ran out of its time budget is
+    /// [`ProviderErrorKind::Unavailable`]; a round trip that returned another plaintext is
+    /// [`ProviderErrorKind::Other`].
+    pub kind: ProviderErrorKind,
+    /// The finer kind when the error came from a KMS backend (e.g. `Pkcs11Session`).
+    pub kms_kind: Option<KmsErrorKind>,
+    /// What failed, e.g. `encrypt probe failed: kms aws encrypt (key=…): KMS key is disabled`.
+    pub message: String,
+}
+
+impl ProbeFailure {
+    fn from_provider(step: &str, e: &ProviderError) -> Self {
+        Self {
+            kind: e.kind,
+            kms_kind: kms_kind(e),
+            message: format!("{step} probe failed: {e}"),
+        }
+    }
+
+    /// Whether the failure may go away by itself (unreachable, throttled, timed out).
+    pub fn is_transient(&self) -> bool {
+        self.kind.is_transient()
+    }
+
+    /// The state of the key this failure shows, in words (see [`key_state_of`]).
+    pub fn key_state(&self) -> &'static str {
+        key_state_of(self.kind)
+    }
+}
+
+/// The state of a key that failed with `kind`, in words: `unknown (KMS unreachable)`,
+/// `unknown (KMS throttled)`, `disabled`, `access denied`, `not found or invalid`,
+/// `unusable (decryption failed)` or `unusable`.
+pub fn key_state_of(kind: ProviderErrorKind) -> &'static str {
+    match kind {
+        ProviderErrorKind::Unavailable => "unknown (KMS unreachable)",
+        ProviderErrorKind::Throttled => "unknown (KMS throttled)",
+        ProviderErrorKind::KeyDisabled => "disabled",
+        ProviderErrorKind::AccessDenied => "access denied",
+        ProviderErrorKind::InvalidKey => "not found or invalid",
+        ProviderErrorKind::DecryptionFailed => "unusable (decryption failed)",
+        _ => "unusable",
+    }
+}
+
+impl std::fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What a checker knows about the primary provider and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    /// The last probe succeeded.
+    Up,
+    /// The last probe failed transiently: the KMS could not be reached, throttled, or did not
+    /// answer in time. A fallback may serve meanwhile.
+    Unreachable(ProbeFailure),
+    /// The KMS answered and refused the key (denied, disabled, not found, wrong type, failed
+    /// round trip). Nothing may be moved to another key because of this.
+    Refused(ProbeFailure),
+}
+
+impl Connection {
+    /// Classifies a probe result: transient failures are `Unreachable`, all others `Refused`.
+    pub fn from_probe(result: Result<(), ProbeFailure>) -> Self {
+        match result {
+            Ok(()) => Self::Up,
+            Err(f) if f.is_transient() => Self::Unreachable(f),
+            Err(f) => Self::Refused(f),
+        }
+    }
+
+    /// Whether the primary works.
+    pub fn is_up(&self) -> bool {
+        matches!(self, Self::Up)
+    }
+
+    /// The failure, unless the primary is up.
+    pub fn failure(&self) -> Option<&ProbeFailure> {
+        match self {
+            Self::Up => None,
+            Self::Unreachable(f) | Self::Refused(f) => Some(f),
+        }
+    }
+
+    /// The key's state in words: `usable`, or [`ProbeFailure::key_state`].
+    pub fn key_state(&self) -> &'static str {
+        self.failure().map_or("usable", ProbeFailure::key_state)
+    }
+}
+
+/// Something that knows whether the primary provider is reachable, and if not, why.
 #[async_trait]
 pub trait ConnectionChecker: Send + Sync {
+    /// The primary's state (from a cache or a fresh probe).
+    async fn connection(&self) -> Connection;
+
     /// Whether the provider currently works.
-    async fn is_connected(&self) -> bool;
+    async fn is_connected(&self) -> bool {
+        self.connection().await.is_up()
+    }
 }
 
 /// One probe of `provider` with `key_id`, without caching or a time budget.
-///
-/// Returns a reason safe to show (provider errors never carry secrets) when the provider does
-/// not work.
 pub async fn probe(
     provider: &dyn CryptoProvider,
     key_id: &str,
     role: KeyRole,
-) -> Result<(), String> {
+) -> Result<(), ProbeFailure> {
     match role {
         KeyRole::Encryption => {
             let aad = AeadContext {
@@ -66,13 +175,17 @@ pub async fn probe(
             let blob = provider
                 .encrypt(key_id, PROBE_PLAINTEXT, aad)
                 .await
-                .map_err(|e| format!("encrypt probe failed: {e}"))?;
+                .map_err(|e| ProbeFailure::from_provider("encrypt", &e))?;
             let plain = provider
                 .decrypt(key_id, &blob, aad)
                 .await
-                .map_err(|e| format!("decrypt probe failed: {e}"))?;
+                .map_err(|e| ProbeFailure::from_provider("decrypt", &e))?;
             if plain.expose() != PROBE_PLAINTEXT {
-                return Err("round-trip probe returned a different plaintext".to_owned());
+                return Err(ProbeFailure {
+                    kind: ProviderErrorKind::Other,
+                    kms_kind: None,
+                    message: "round-trip probe returned a different plaintext".to_owned(),
+                });
             }
             Ok(())
         }
@@ -80,29 +193,33 @@ pub async fn probe(
             .sign(key_id, SIGN_PROBE_MESSAGE)
             .await
             .map(|_| ())
-            .map_err(|e| format!("sign probe failed: {e}")),
+            .map_err(|e| ProbeFailure::from_provider("sign", &e)),
     }
 }
 
-/// [`probe`] under a time budget; running out of time is "down".
+/// [`probe`] under a time budget; running out of time is a transient failure
+/// ([`ProviderErrorKind::Unavailable`]).
 pub async fn probe_within(
     provider: &dyn CryptoProvider,
     key_id: &str,
     role: KeyRole,
     budget: Duration,
-) -> Result<(), String> {
+) -> Result<(), ProbeFailure> {
     match tokio::time::timeout(budget, probe(provider, key_id, role)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("health probe timed out after {budget:?}")),
+        Err(_) => Err(ProbeFailure {
+            kind: ProviderErrorKind::Unavailable,
+            kms_kind: None,
+            message: format!("health probe timed out after {budget:?}"),
+        }),
     }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// When the cached result was taken, and whether it was "up".
-    result: Option<(Instant, bool)>,
+    /// When the cached result was taken, and what it was.
+    result: Option<(Instant, Connection)>,
     last_checked: Option<SystemTime>,
-    last_error: Option<String>,
 }
 
 /// Cached, single-flight health probing of one provider and key.
@@ -163,7 +280,16 @@ impl HealthChecker {
 
     /// Why the last probe failed; `None` after a successful probe or before any.
     pub fn last_error(&self) -> Option<String> {
-        self.lock().last_error.clone()
+        self.last_failure().map(|f| f.message)
+    }
+
+    /// The last probe's failure with its classified kind; `None` after a successful probe or
+    /// before any.
+    pub fn last_failure(&self) -> Option<ProbeFailure> {
+        self.lock()
+            .result
+            .as_ref()
+            .and_then(|(_, c)| c.failure().cloned())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -171,68 +297,79 @@ impl HealthChecker {
     }
 
     /// The cached result if it is still fresh.
-    fn fresh(&self) -> Option<bool> {
-        match self.lock().result {
-            Some((at, up)) if at.elapsed() < self.interval => Some(up),
+    fn fresh(&self) -> Option<Connection> {
+        match &self.lock().result {
+            Some((at, c)) if at.elapsed() < self.interval => Some(c.clone()),
             _ => None,
         }
     }
 
     /// Whether the provider works, probing at most once per interval.
     pub async fn check(&self) -> bool {
-        if let Some(up) = self.fresh() {
-            return up;
+        self.state().await.is_up()
+    }
+
+    /// The provider's state, probing at most once per interval.
+    pub async fn state(&self) -> Connection {
+        if let Some(c) = self.fresh() {
+            return c;
         }
         let _guard = match self.in_flight.try_lock() {
             Ok(g) => g,
             Err(_) => {
                 // A probe is running. Serve the previous result if there is one rather than
                 // queueing behind the remote call (K-7); otherwise wait for the probe.
-                if let Some((_, up)) = self.lock().result {
-                    return up;
+                if let Some((_, c)) = &self.lock().result {
+                    return c.clone();
                 }
                 self.in_flight.lock().await
             }
         };
         // Another caller may have finished a probe while we waited.
-        if let Some(up) = self.fresh() {
-            return up;
+        if let Some(c) = self.fresh() {
+            return c;
         }
-        let outcome =
-            probe_within(self.provider.as_ref(), &self.key_id, self.role, self.budget).await;
-        let up = outcome.is_ok();
-        let mut st = self.lock();
-        st.result = Some((Instant::now(), up));
-        st.last_checked = Some(SystemTime::now());
-        st.last_error = outcome.err();
-        if let Some(reason) = &st.last_error {
-            tracing::warn!(
+        let outcome = Connection::from_probe(
+            probe_within(self.provider.as_ref(), &self.key_id, self.role, self.budget).await,
+        );
+        match &outcome {
+            Connection::Up => {}
+            Connection::Unreachable(f) => tracing::warn!(
                 provider = self.provider.id(),
                 key_id = %self.key_id,
-                reason = %reason,
-                "KMS health probe failed"
-            );
+                kind = ?f.kind,
+                reason = %f.message,
+                "KMS health probe failed: KMS unreachable"
+            ),
+            Connection::Refused(f) => tracing::warn!(
+                event = "kms.key.refused",
+                provider = self.provider.id(),
+                key_id = %self.key_id,
+                kind = ?f.kind,
+                key_state = f.key_state(),
+                reason = %f.message,
+                "KMS health probe failed: the KMS refused the key"
+            ),
         }
-        up
+        let mut st = self.lock();
+        st.result = Some((Instant::now(), outcome.clone()));
+        st.last_checked = Some(SystemTime::now());
+        outcome
     }
 
     /// The result as the seam's [`Health`].
     pub async fn health(&self) -> Health {
-        if self.check().await {
-            Health::Healthy
-        } else {
-            Health::Unhealthy(
-                self.last_error()
-                    .unwrap_or_else(|| "health probe failed".to_owned()),
-            )
+        match self.state().await.failure() {
+            None => Health::Healthy,
+            Some(f) => Health::Unhealthy(f.message.clone()),
         }
     }
 }
 
 #[async_trait]
 impl ConnectionChecker for HealthChecker {
-    async fn is_connected(&self) -> bool {
-        self.check().await
+    async fn connection(&self) -> Connection {
+        self.state().await
     }
 }
 
@@ -261,6 +398,8 @@ mod tests {
         fail_decrypt: AtomicBool,
         mismatch: AtomicBool,
         hang: AtomicBool,
+        /// The kind of the injected failures (default `Unavailable`).
+        fail_kind: Mutex<Option<ProviderErrorKind>>,
         /// Per-call latency, to make concurrent callers overlap.
         delay_ms: u64,
     }
@@ -270,6 +409,13 @@ mod tests {
     }
 
     impl Probe {
+        fn failure(&self, op: Operation) -> ProviderError {
+            match *self.fail_kind.lock().unwrap() {
+                Some(kind) => ProviderError::new("fake", op, "k", kind, "injected"),
+                None => unavailable(op),
+            }
+        }
+
         async fn pause(&self) {
             if self.hang.load(Ordering::SeqCst) {
                 std::future::pending::<()>().await;
@@ -307,7 +453,7 @@ mod tests {
             self.encrypts.fetch_add(1, Ordering::SeqCst);
             self.pause().await;
             if self.fail_encrypt.load(Ordering::SeqCst) {
-                return Err(unavailable(Operation::Encrypt));
+                return Err(self.failure(Operation::Encrypt));
             }
             Ok(plaintext.iter().map(|b| b ^ 0x55).collect())
         }
@@ -319,7 +465,7 @@ mod tests {
         ) -> Result<SecretBytes, ProviderError> {
             self.decrypts.fetch_add(1, Ordering::SeqCst);
             if self.fail_decrypt.load(Ordering::SeqCst) {
-                return Err(unavailable(Operation::Decrypt));
+                return Err(self.failure(Operation::Decrypt));
             }
             let mut out: Vec<u8> = blob.iter().map(|b| b ^ 0x55).collect();
             if self.mismatch.load(Ordering::SeqCst) {
@@ -487,6 +633,62 @@ mod tests {
             c.last_error().as_deref(),
             Some("health probe timed out after 5s")
         );
+    }
+
+    /// Issue 17: the checker keeps the classified kind, so that "the KMS cannot be reached"
+    /// (a fallback may serve) is told apart from "the KMS refused the key" (it may not).
+    #[tokio::test(start_paused = true)]
+    async fn failures_keep_their_kind_and_split_unreachable_from_refused() {
+        use ProviderErrorKind as K;
+        for (kind, state, transient) in [
+            (K::Unavailable, "unknown (KMS unreachable)", true),
+            (K::Throttled, "unknown (KMS throttled)", true),
+            (K::KeyDisabled, "disabled", false),
+            (K::AccessDenied, "access denied", false),
+            (K::InvalidKey, "not found or invalid", false),
+            (K::DecryptionFailed, "unusable (decryption failed)", false),
+            (K::Other, "unusable", false),
+        ] {
+            for fail_decrypt in [false, true] {
+                let p = Arc::new(Probe::default());
+                *p.fail_kind.lock().unwrap() = Some(kind);
+                if fail_decrypt {
+                    p.fail_decrypt.store(true, Ordering::SeqCst);
+                } else {
+                    p.fail_encrypt.store(true, Ordering::SeqCst);
+                }
+                let c = checker(&p, KeyRole::Encryption, None);
+                let conn = c.connection().await;
+                assert!(!c.is_connected().await);
+                let f = c.last_failure().unwrap();
+                assert_eq!(f.kind, kind);
+                assert_eq!(f.key_state(), state);
+                assert_eq!(conn.key_state(), state);
+                assert_eq!(conn.failure(), Some(&f));
+                if transient {
+                    assert_eq!(conn, Connection::Unreachable(f), "{kind:?}");
+                } else {
+                    assert_eq!(conn, Connection::Refused(f), "{kind:?}");
+                }
+            }
+        }
+        // A probe that runs out of time is an outage, not a refusal.
+        let p = Arc::new(Probe::default());
+        p.hang.store(true, Ordering::SeqCst);
+        let c = checker(&p, KeyRole::Encryption, None);
+        assert!(matches!(
+            c.state().await,
+            Connection::Unreachable(ProbeFailure {
+                kind: ProviderErrorKind::Unavailable,
+                ..
+            })
+        ));
+        // A round trip that returns another plaintext is not.
+        let p = Arc::new(Probe::default());
+        p.mismatch.store(true, Ordering::SeqCst);
+        let c = checker(&p, KeyRole::Encryption, None);
+        assert!(matches!(c.state().await, Connection::Refused(_)));
+        assert_eq!(Connection::Up.key_state(), "usable");
     }
 
     #[tokio::test(start_paused = true)]

@@ -28,9 +28,11 @@
 //!   data; ECDSA outputs normalised to low-S and verified against the cached public key; each
 //!   call retried with capped, jittered backoff and its own deadline.
 //! - [`CompositeProvider`] adds the local fallback the Go node had, but fails closed: it falls
-//!   back only when the KMS is down or failed transiently, never for signatures, and never when
-//!   the KMS refused (denied, disabled, invalid key, failed decryption). Decryption of a v1 blob
-//!   always goes to the provider that wrote it.
+//!   back only when the KMS is unreachable or failed transiently, never for signatures, and
+//!   never when the KMS refused (denied, disabled, invalid key, failed decryption), whether
+//!   the refusal came from the call or from the [`HealthChecker`]'s probe
+//!   ([`Connection::Refused`]). Decryption of a v1 blob always goes to the provider that wrote
+//!   it.
 //! - [`KmsConfig`] holds `security.kms`, its defaults and its validation messages.
 //!
 //! ## What it must never do
@@ -68,7 +70,7 @@ pub use composite::{CompositeProvider, FallbackMode};
 pub use config::KmsConfig;
 pub use envelope::KmsProvider;
 pub use error::{KmsError, KmsErrorKind};
-pub use health::{ConnectionChecker, HealthChecker};
+pub use health::{Connection, ConnectionChecker, HealthChecker, ProbeFailure};
 pub use retry::{Jitter, JitterRng, RetryPolicy};
 
 /// Errors raised before a backend exists (configuration, feature selection).
