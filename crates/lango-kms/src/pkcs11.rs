@@ -57,7 +57,11 @@
 //! `CKR_TOKEN_NOT_PRESENT`, `CKR_USER_NOT_LOGGED_IN`, `CKR_CRYPTOKI_NOT_INITIALIZED` and stale
 //! object handles (`CKR_KEY_HANDLE_INVALID`, `CKR_OBJECT_HANDLE_INVALID`) are `Unavailable`:
 //! the session is dropped, and the next attempt (the retry policy retries `Unavailable`) opens
-//! a new one, logs in and discovers the labels again before it runs. Everything else is
+//! a new one, logs in and discovers the labels again before it runs. A stale object handle
+//! (the key was deleted or replaced on the token) is not left to the retry policy: the labels
+//! are discovered again at once and the operation runs once more, so a deleted key is the
+//! refusal `InvalidKey` ("no key with label …") even with `maxRetries = 0`, never an outage
+//! that would let the composite fall back (issue 17). Everything else is
 //! classified once and not retried: `CKR_KEY_TYPE_INCONSISTENT` and
 //! `CKR_KEY_FUNCTION_NOT_PERMITTED` are `InvalidKey`, the rest `Pkcs11Session`.
 //!
@@ -374,6 +378,19 @@ const fn is_session_loss(rv: RvError) -> bool {
     )
 }
 
+/// Whether `e` came from a handle of an object that no longer exists.
+fn is_stale_handle(e: &KmsError) -> bool {
+    matches!(
+        e.source
+            .as_deref()
+            .and_then(|s| s.downcast_ref::<CkError>()),
+        Some(CkError::Pkcs11(
+            RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid,
+            _
+        ))
+    )
+}
+
 /// Classifies a `cryptoki` error of operation `default_op` on `key_id`.
 fn classify(default_op: &'static str, key_id: &str, e: CkError) -> KmsError {
     let (op, kind) = match &e {
@@ -510,11 +527,18 @@ impl Inner {
 
     /// Runs `f` on a live session, reconnecting first when the previous one was lost, and
     /// drops the session when `f` reports its loss.
+    ///
+    /// A stale object handle (`CKR_KEY_HANDLE_INVALID`, `CKR_OBJECT_HANDLE_INVALID`) means the
+    /// key the label map pointed at was deleted or replaced on the token. The labels are then
+    /// discovered again at once and `f` runs once more, so that a deleted key is answered as
+    /// the refusal it is (`InvalidKey`, "no key with label") and a replaced key is used, even
+    /// with no retries configured; an outage (`Unavailable`) must not stand for a deleted key,
+    /// or the composite provider would move new values to the local key (issue 17).
     fn with_session<T>(
         &mut self,
         op: &'static str,
         key_id: &str,
-        f: impl FnOnce(&Session, &Keys) -> Result<T, KmsError>,
+        f: impl Fn(&Session, &Keys) -> Result<T, KmsError>,
     ) -> Result<T, KmsError> {
         if self.closed {
             return Err(closed(op, key_id));
@@ -527,17 +551,37 @@ impl Inner {
             return Err(closed(op, key_id));
         };
         let result = f(session, &self.keys);
-        if let Err(e) = &result
-            && e.kind == KmsErrorKind::Unavailable
-        {
-            tracing::warn!(
+        let Err(e) = &result else {
+            return result;
+        };
+        if e.kind != KmsErrorKind::Unavailable {
+            return result;
+        }
+        if is_stale_handle(e) {
+            tracing::info!(
                 slot = self.slot_id(),
                 op = %e.op,
+                key_id,
                 error = %e.message,
-                "PKCS#11 session lost; it will be reopened before the next attempt"
+                "PKCS#11 key handle is stale; discovering the keys again"
             );
-            self.drop_session();
+            self.connect()?;
+            let Some(session) = self.session.as_ref() else {
+                return Err(closed(op, key_id));
+            };
+            let again = f(session, &self.keys);
+            if matches!(&again, Err(e) if e.kind == KmsErrorKind::Unavailable) {
+                self.drop_session();
+            }
+            return again;
         }
+        tracing::warn!(
+            slot = self.slot_id(),
+            op = %e.op,
+            error = %e.message,
+            "PKCS#11 session lost; it will be reopened before the next attempt"
+        );
+        self.drop_session();
         result
     }
 

@@ -41,14 +41,14 @@ use cryptoki::{
     types::AuthPin,
 };
 use lango_crypto::{
-    CryptoProvider, SecretKey32, SecretString,
-    aead::{self, BlobPurpose},
+    CryptoProvider, LocalCryptoProvider, MasterKey, SecretKey32, SecretString,
+    aead::{self, BlobPurpose, ProviderTag},
     digest::sha256,
     provider::{AeadContext, Health, KeyAlgorithm, ProviderErrorKind, SignatureAlgorithm},
 };
 use lango_kms::{
-    Error, KmsBackend, KmsConfig, KmsErrorKind, KmsProvider, KmsProviderName, backend::KeyUsage,
-    error::kms_kind, pkcs11::Pkcs11,
+    CompositeProvider, Connection, Error, HealthChecker, KeyRole, KmsBackend, KmsConfig,
+    KmsErrorKind, KmsProvider, KmsProviderName, backend::KeyUsage, error::kms_kind, pkcs11::Pkcs11,
 };
 
 const PIN: &str = "1234";
@@ -156,6 +156,7 @@ fn run(program: &str, args: &[&str]) -> String {
 /// process waiting.
 struct Token {
     slot: u64,
+    label: String,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -245,6 +246,7 @@ impl Token {
         drop(s);
         Some(Self {
             slot: slot.id(),
+            label,
             _serial: serial,
         })
     }
@@ -1079,4 +1081,117 @@ async fn two_providers_on_one_module_work_and_close_twice_is_harmless() {
     let c = backend(&t).await;
     assert_eq!(c.sign("lango-ec", b"m").await.unwrap().bytes.len(), 64);
     c.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. A key deleted from the token (issue 17)
+
+/// Issue 17: deleting the HSM key (the incident response of K-1) must stop the node from
+/// writing new values, not move them to the local key. The AES key is destroyed by an
+/// independent client (pkcs11-tool) while the backend runs with its label map of the key;
+/// the health probe then reports the key refused, and the composite returns the HSM's
+/// refusal instead of falling back, whether or not the retry policy may retry (with
+/// `maxRetries = 0` the stale handle must not read as an outage either).
+#[tokio::test]
+async fn a_deleted_key_is_refused_and_the_composite_never_falls_back() {
+    let Some(t) = Token::new("a_deleted_key_is_refused_and_the_composite_never_falls_back") else {
+        return;
+    };
+    for max_retries in [3, 0] {
+        let doomed = format!("doomed-aes-{max_retries}");
+        {
+            let s = t.session();
+            s.generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Label(doomed.as_bytes().to_vec()),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                ],
+            )
+            .unwrap();
+        }
+        let mut cfg = t.config(Some(PIN));
+        cfg.encryption_key_id = Some(doomed.clone());
+        cfg.max_retries = max_retries;
+        let b = Arc::new(open(&cfg).await.unwrap());
+        let primary: Arc<dyn CryptoProvider> = Arc::new(KmsProvider::new(
+            b.clone() as Arc<dyn KmsBackend>,
+            cfg.retry_policy(),
+        ));
+        let interval = std::time::Duration::from_millis(50);
+        let checker = Arc::new(HealthChecker::new(
+            primary.clone(),
+            "",
+            KeyRole::Encryption,
+            Some(interval),
+        ));
+        let local: Arc<dyn CryptoProvider> =
+            Arc::new(LocalCryptoProvider::new(&MasterKey::generate().unwrap(), 1));
+        let composite = CompositeProvider::new(primary.clone())
+            .with_fallback(local)
+            .with_checker(checker.clone());
+
+        let before = composite.encrypt("", b"before", ctx(b"r1")).await.unwrap();
+        assert_eq!(before[4], ProviderTag::Pkcs11 as u8);
+        assert!(checker.check().await);
+
+        // Destroyed by an independent client.
+        run(
+            "pkcs11-tool",
+            &[
+                "--module",
+                &module(),
+                "--token-label",
+                &t.label,
+                "--login",
+                "--pin",
+                PIN,
+                "--delete-object",
+                "--type",
+                "secrkey",
+                "--label",
+                &doomed,
+            ],
+        );
+        tokio::time::sleep(interval * 2).await;
+
+        let e = composite
+            .encrypt("", b"after", ctx(b"r2"))
+            .await
+            .unwrap_err();
+        let state = checker.state().await;
+        let Connection::Refused(f) = &state else {
+            panic!("max_retries {max_retries}: the probe must see a refused key: {state:?}");
+        };
+        assert_eq!(f.kind, ProviderErrorKind::InvalidKey, "{f}");
+        assert_eq!(f.key_state(), "not found or invalid");
+        assert_eq!(e.kind, ProviderErrorKind::InvalidKey, "{e}");
+        assert!(e.to_string().contains(&doomed), "{e}");
+        assert!(
+            e.to_string().contains("key state: not found or invalid"),
+            "{e}"
+        );
+        assert_eq!(composite.fallback_count(), 0, "max_retries {max_retries}");
+        assert!(!composite.used_local());
+        // What the HSM sealed stays the HSM's: the local key is not asked to open it.
+        let e = composite
+            .decrypt("", &before, ctx(b"r1"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ProviderErrorKind::InvalidKey, "{e}");
+        assert!(!composite.used_local());
+        // The refusal is per key: signatures with the untouched EC key still work.
+        assert_eq!(
+            composite.sign("", b"m").await.unwrap().algorithm,
+            SignatureAlgorithm::EcdsaP256Sha256Raw
+        );
+        assert_eq!(composite.fallback_count(), 0);
+        b.close().await;
+    }
 }
