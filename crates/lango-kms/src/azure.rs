@@ -22,7 +22,8 @@
 //!
 //! Errors are classified by HTTP status: 401/403 `AccessDenied`, 429 `Throttled`, 503
 //! `Unavailable` (parity), and 404 `InvalidKey`, 500/502/504 `Unavailable` (K-6); anything else
-//! is `Other` with the service's message. The server's `Retry-After` is kept in the message
+//! is `Other` with the service's message. A 403 whose inner error code is `KeyDisabled` (what
+//! Key Vault answers to decrypt, sign and unwrap with a disabled key) is `KeyDisabled`. The server's `Retry-After` is kept in the message
 //! and in the [`crate::rest::HttpStatus`] source ([`crate::rest::retry_after`]).
 
 use std::{
@@ -177,6 +178,23 @@ struct ErrorBody {
 struct ErrorDetail {
     code: Option<String>,
     message: Option<String>,
+    #[serde(rename = "innererror", alias = "innerError")]
+    inner: Option<InnerError>,
+}
+
+#[derive(Deserialize)]
+struct InnerError {
+    code: Option<String>,
+}
+
+/// The kind of a Key Vault error response: a disabled key (`403` with the inner code
+/// `KeyDisabled`, which Key Vault sends for decrypt, sign and unwrap with a disabled key) is
+/// `KeyDisabled`; everything else by its HTTP status.
+fn classify_response(status: u16, inner_code: Option<&str>) -> KmsErrorKind {
+    match (status, inner_code) {
+        (403, Some("KeyDisabled")) => KmsErrorKind::KeyDisabled,
+        _ => classify(status),
+    }
 }
 
 /// The kind of a Key Vault error response, by HTTP status (§2.4.3 plus K-6).
@@ -469,11 +487,19 @@ impl AzureKv {
         let detail = serde_json::from_slice::<ErrorBody>(resp.body.expose())
             .ok()
             .and_then(|b| b.error);
+        let inner = detail
+            .as_ref()
+            .and_then(|d| d.inner.as_ref())
+            .and_then(|i| i.code.clone());
         let text = match detail {
             Some(d) => format!(
-                "HTTP {} {}: {}",
+                "HTTP {} {}{}: {}",
                 resp.status,
                 d.code.unwrap_or_default(),
+                inner
+                    .as_deref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default(),
                 d.message.unwrap_or_default()
             ),
             None => format!("HTTP {}", resp.status),
@@ -482,7 +508,7 @@ impl AzureKv {
             &self.client,
             op,
             key_id,
-            classify(resp.status),
+            classify_response(resp.status, inner.as_deref()),
             &resp,
             text,
         ))
@@ -937,7 +963,15 @@ mod tests {
             (409, Other),
         ] {
             assert_eq!(classify(status), kind, "{status}");
+            assert_eq!(classify_response(status, None), kind, "{status}");
         }
+        // A disabled key is told apart from a denied caller by the inner error code.
+        assert_eq!(classify_response(403, Some("KeyDisabled")), KeyDisabled);
+        assert_eq!(
+            classify_response(403, Some("ForbiddenByRbac")),
+            AccessDenied
+        );
+        assert_eq!(classify_response(401, Some("KeyDisabled")), AccessDenied);
     }
 
     #[test]

@@ -39,9 +39,9 @@ use lango_crypto::{
     provider::{AeadContext, KeyAlgorithm, ProviderError, ProviderErrorKind, SignatureAlgorithm},
 };
 use lango_kms::{
-    CompositeProvider, Error, FallbackMode, HealthChecker, KeyRole, KmsBackend, KmsConfig,
-    KmsErrorKind, KmsProvider, RetryPolicy, aws::AwsKms, error::kms_kind, new_kms_provider,
-    retry::Jitter,
+    CompositeProvider, Connection, Error, FallbackMode, HealthChecker, KeyRole, KmsBackend,
+    KmsConfig, KmsErrorKind, KmsProvider, RetryPolicy, aws::AwsKms, error::kms_kind,
+    new_kms_provider, retry::Jitter,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -902,6 +902,172 @@ async fn health_checker_and_composite_follow_the_kms_down_and_up() {
         assert_eq!(got.expose(), plain);
     }
     assert!(composite.sign("", b"m").await.is_ok());
+}
+
+/// Issue 17: disabling the KMS key, scheduling it for deletion or deleting its alias (the
+/// incident responses of K-1) must stop new values, not move them to the local key. The key
+/// state is changed in moto by the admin client; moto 5.2.5 records DisableKey and
+/// ScheduleKeyDeletion (DescribeKey says so) but keeps serving the key, so the proxy answers
+/// for it what AWS answers (`DisabledException`, `KMSInvalidStateException`). A deleted alias
+/// is refused by moto itself (`NotFoundException`). The health checker must report the key
+/// refused, and the composite must return the refusal with the key's state, never a local
+/// blob; once the key is enabled again the KMS serves again (reads at once, new values after
+/// the next probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_or_deleted_key_fails_closed_in_the_composite() {
+    let Some(env) = env("a_disabled_or_deleted_key_fails_closed_in_the_composite").await else {
+        return;
+    };
+    let key = symmetric_key(&env.admin).await;
+    let alias_name = "alias/lango-issue-17";
+    alias(&env.admin, alias_name, &key).await;
+    let b: Arc<dyn KmsBackend> = Arc::new(
+        AwsKms::new(&config(&env.proxy.url(), alias_name))
+            .await
+            .unwrap(),
+    );
+    let primary: Arc<dyn CryptoProvider> =
+        Arc::new(KmsProvider::new(b, policy(3, Duration::from_secs(2))));
+    let interval = Duration::from_millis(300);
+    let checker = Arc::new(HealthChecker::new(
+        primary.clone(),
+        "",
+        KeyRole::Encryption,
+        Some(interval),
+    ));
+    let local: Arc<dyn CryptoProvider> =
+        Arc::new(LocalCryptoProvider::new(&MasterKey::generate().unwrap(), 1));
+    let composite = CompositeProvider::new(primary.clone())
+        .with_fallback(local)
+        .with_checker(checker.clone());
+    let key_state = |admin: Client, id: String| async move {
+        admin
+            .describe_key()
+            .key_id(id)
+            .send()
+            .await
+            .unwrap()
+            .key_metadata
+            .unwrap()
+            .key_state
+    };
+
+    let before = composite.encrypt("", b"before", ctx(b"r0")).await.unwrap();
+    assert_eq!(before[4], ProviderTag::AwsKms as u8);
+
+    // Refused while disabled or pending deletion: by the probe, and by the call after it.
+    for (what, fault, kind, state) in [
+        (
+            "DisableKey",
+            "DisabledException",
+            ProviderErrorKind::KeyDisabled,
+            KeyState::Disabled,
+        ),
+        (
+            "ScheduleKeyDeletion",
+            "KMSInvalidStateException",
+            ProviderErrorKind::KeyDisabled,
+            KeyState::PendingDeletion,
+        ),
+    ] {
+        if what == "DisableKey" {
+            env.admin
+                .disable_key()
+                .key_id(&key.id)
+                .send()
+                .await
+                .unwrap();
+        } else {
+            env.admin
+                .schedule_key_deletion()
+                .key_id(&key.id)
+                .pending_window_in_days(7)
+                .send()
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            key_state(env.admin.clone(), key.id.clone()).await,
+            Some(state),
+            "{what}"
+        );
+        env.proxy.inject("Encrypt", Fault::Error(400, fault), None);
+        env.proxy.inject("Decrypt", Fault::Error(400, fault), None);
+        tokio::time::sleep(interval + Duration::from_millis(100)).await;
+
+        let e = composite
+            .encrypt("", b"after", ctx(b"r1"))
+            .await
+            .unwrap_err();
+        let conn = checker.state().await;
+        let Connection::Refused(f) = &conn else {
+            panic!("{what}: the probe must see a refused key: {conn:?}");
+        };
+        assert_eq!(f.kind, kind, "{what}: {f}");
+        assert_eq!(f.key_state(), "disabled", "{what}");
+        assert_eq!(e.kind, kind, "{what}: {e}");
+        assert!(e.to_string().contains(fault), "{e}");
+        assert!(e.to_string().contains("key state: disabled"), "{e}");
+        assert_eq!(composite.fallback_count(), 0, "{what}");
+        assert!(!composite.used_local(), "{what}");
+        // What the KMS sealed is not opened by the local key either.
+        let e = composite
+            .decrypt("", &before, ctx(b"r0"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, kind, "{what}: {e}");
+        assert!(!composite.used_local());
+
+        // Enabled again (CancelKeyDeletion leaves the key disabled, as in AWS): the KMS serves.
+        if what == "ScheduleKeyDeletion" {
+            env.admin
+                .cancel_key_deletion()
+                .key_id(&key.id)
+                .send()
+                .await
+                .unwrap();
+        }
+        env.admin.enable_key().key_id(&key.id).send().await.unwrap();
+        env.proxy.clear_faults();
+        assert_eq!(
+            composite
+                .decrypt("", &before, ctx(b"r0"))
+                .await
+                .unwrap()
+                .expose(),
+            b"before"
+        );
+        tokio::time::sleep(interval + Duration::from_millis(100)).await;
+        let blob = composite.encrypt("", b"again", ctx(b"r2")).await.unwrap();
+        assert_eq!(blob[4], ProviderTag::AwsKms as u8, "{what}");
+        assert!(checker.check().await, "{what}");
+    }
+
+    // The alias deleted: moto's own NotFoundException, a key not found.
+    env.admin
+        .delete_alias()
+        .alias_name(alias_name)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(interval + Duration::from_millis(100)).await;
+    let e = composite
+        .encrypt("", b"after", ctx(b"r3"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(checker.state().await, Connection::Refused(ref f) if f.kind == ProviderErrorKind::InvalidKey),
+        "{:?}",
+        checker.state().await
+    );
+    assert_eq!(e.kind, ProviderErrorKind::InvalidKey, "{e}");
+    assert!(e.to_string().contains("NotFoundException"), "{e}");
+    assert!(
+        e.to_string().contains("key state: not found or invalid"),
+        "{e}"
+    );
+    assert_eq!(composite.fallback_count(), 0);
+    assert!(!composite.used_local());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ use std::{sync::Arc, time::Duration};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use lango_crypto::{
     CryptoProvider,
+    aead::ProviderTag,
     digest::sha256,
     provider::{KeyAlgorithm, ProviderErrorKind, SignatureAlgorithm},
 };
@@ -576,4 +577,60 @@ async fn a_kid_naming_another_key_is_refused() {
     fake.fail_next([Fault::WrongKid]);
     assert!(b.sign("", b"m").await.is_err());
     assert_eq!(server.count(), 2);
+}
+
+/// Issue 17: a key disabled in Key Vault (403 `KeyDisabled` for decrypt and sign; encrypt
+/// still works, being a public-key operation) or a caller whose role was removed (403
+/// `ForbiddenByRbac`) must stop new values, not move them to the local key, and not seal
+/// them under the disabled key either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_or_denied_key_fails_closed_in_the_composite() {
+    let fake = FakeAzure::new();
+    let server = fake.serve().await;
+    let b = backend(&server);
+    let interval = Duration::from_millis(200);
+    let (composite, checker) = rest_server::probed_composite(Arc::new(provider(&b)), interval);
+    rest_server::assert_refusal_fails_closed(
+        &composite,
+        &checker,
+        ProviderTag::AzureKv,
+        interval,
+        || fake.set_enabled(WRAPPER, false),
+        || fake.set_enabled(WRAPPER, true),
+        rest_server::Refusal {
+            kind: ProviderErrorKind::KeyDisabled,
+            key_state: "disabled",
+            server_text: "Operation decrypt is not allowed on a disabled key",
+        },
+    )
+    .await;
+    // Disabled: the probe's own encrypt reached the vault (Key Vault encrypts with a disabled
+    // key), the refused call's did not.
+    fake.set_enabled(WRAPPER, false);
+    tokio::time::sleep(interval + Duration::from_millis(50)).await;
+    assert!(!checker.check().await);
+    let sent = fake.plaintext_lens.lock().unwrap().len();
+    assert!(composite.encrypt("", b"v", ctx(b"r")).await.is_err());
+    assert_eq!(fake.plaintext_lens.lock().unwrap().len(), sent);
+    fake.set_enabled(WRAPPER, true);
+    tokio::time::sleep(interval + Duration::from_millis(50)).await;
+
+    rest_server::assert_refusal_fails_closed(
+        &composite,
+        &checker,
+        ProviderTag::AzureKv,
+        interval,
+        || fake.denied.store(true, std::sync::atomic::Ordering::SeqCst),
+        || {
+            fake.denied
+                .store(false, std::sync::atomic::Ordering::SeqCst)
+        },
+        rest_server::Refusal {
+            kind: ProviderErrorKind::AccessDenied,
+            key_state: "access denied",
+            server_text: "ForbiddenByRbac",
+        },
+    )
+    .await;
+    assert_eq!(composite.fallback_count(), 0);
 }

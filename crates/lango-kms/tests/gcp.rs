@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use lango_crypto::{
     CryptoProvider, SecretString,
+    aead::ProviderTag,
     digest::sha256,
     provider::{KeyAlgorithm, ProviderErrorKind, SignatureAlgorithm},
 };
@@ -612,4 +613,48 @@ async fn oversized_responses_are_refused() {
     let e = b.wrap("", b"dk", b"c").await.unwrap_err();
     assert_eq!(e.kind, KmsErrorKind::Other);
     assert!(e.message.contains("exceeds 1048576 bytes"), "{e}");
+}
+
+/// Issue 17: a key version disabled in Cloud KMS (FAILED_PRECONDITION) or a caller whose IAM
+/// binding was removed (PERMISSION_DENIED) must stop new values, not move them to the local
+/// key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_or_denied_key_fails_closed_in_the_composite() {
+    let fake = FakeGcp::new();
+    let server = fake.serve().await;
+    let b = backend(&server);
+    let interval = Duration::from_millis(200);
+    let (composite, checker) = rest_server::probed_composite(Arc::new(provider(&b)), interval);
+    rest_server::assert_refusal_fails_closed(
+        &composite,
+        &checker,
+        ProviderTag::GcpKms,
+        interval,
+        || fake.set_version_enabled(1, false),
+        || fake.set_version_enabled(1, true),
+        rest_server::Refusal {
+            kind: ProviderErrorKind::KeyDisabled,
+            key_state: "disabled",
+            server_text: "current state is: DISABLED",
+        },
+    )
+    .await;
+    rest_server::assert_refusal_fails_closed(
+        &composite,
+        &checker,
+        ProviderTag::GcpKms,
+        interval,
+        || fake.denied.store(true, std::sync::atomic::Ordering::SeqCst),
+        || {
+            fake.denied
+                .store(false, std::sync::atomic::Ordering::SeqCst)
+        },
+        rest_server::Refusal {
+            kind: ProviderErrorKind::AccessDenied,
+            key_state: "access denied",
+            server_text: "PERMISSION_DENIED",
+        },
+    )
+    .await;
+    assert_eq!(composite.fallback_count(), 0);
 }

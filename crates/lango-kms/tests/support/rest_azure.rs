@@ -52,6 +52,15 @@ pub fn error(status: u16, code: &str, message: &str) -> Reply {
     Reply::json(status, json!({"error": {"code": code, "message": message}}))
 }
 
+/// An error with an inner error code, as Key Vault sends for a disabled key
+/// (`Forbidden` / `KeyDisabled`) or a caller without the role (`Forbidden` / `ForbiddenByRbac`).
+pub fn error_with_inner(status: u16, code: &str, message: &str, inner: &str) -> Reply {
+    Reply::json(
+        status,
+        json!({"error": {"code": code, "message": message, "innererror": {"code": inner}}}),
+    )
+}
+
 /// A fault applied to the next request.
 #[derive(Debug, Clone)]
 pub enum Fault {
@@ -85,6 +94,13 @@ pub struct FakeAzure {
     pub digests: Mutex<Vec<Vec<u8>>>,
     /// Every plaintext length `encrypt` received.
     pub plaintext_lens: Mutex<Vec<usize>>,
+    /// Keys disabled (`attributes.enabled = false`): Key Vault refuses decrypt, sign and
+    /// unwrap with them (403 `KeyDisabled`) but still encrypts and verifies (public-key
+    /// operations).
+    disabled: Mutex<Vec<String>>,
+    /// The caller's role on the vault was removed: every key operation is 403
+    /// `ForbiddenByRbac`.
+    pub denied: AtomicBool,
 }
 
 fn b64(data: &[u8]) -> String {
@@ -137,7 +153,43 @@ impl FakeAzure {
             high_s: AtomicBool::new(false),
             digests: Mutex::new(Vec::new()),
             plaintext_lens: Mutex::new(Vec::new()),
+            disabled: Mutex::new(Vec::new()),
+            denied: AtomicBool::new(false),
         })
+    }
+
+    /// Disables (`false`) or enables the key `name`, as `PATCH /keys/{name}` with
+    /// `attributes.enabled` would.
+    pub fn set_enabled(&self, name: &str, enabled: bool) {
+        let mut d = self.disabled.lock().unwrap();
+        d.retain(|n| n != name);
+        if !enabled {
+            d.push(name.to_owned());
+        }
+    }
+
+    /// Key Vault's answer to `action` on key `name` in its current state, if it refuses.
+    fn refusal(&self, action: &str, name: &str) -> Option<Reply> {
+        if self.denied.load(Ordering::SeqCst) {
+            return Some(error_with_inner(
+                403,
+                "Forbidden",
+                &format!(
+                    "Caller is not authorized to perform action on resource.\r\nAction: 'Microsoft.KeyVault/vaults/keys/{action}/action'\r\nResource: '{name}'"
+                ),
+                "ForbiddenByRbac",
+            ));
+        }
+        let private_op = matches!(action, "decrypt" | "sign" | "unwrapKey");
+        if private_op && self.disabled.lock().unwrap().iter().any(|n| n == name) {
+            return Some(error_with_inner(
+                403,
+                "Forbidden",
+                &format!("Operation {action} is not allowed on a disabled key."),
+                "KeyDisabled",
+            ));
+        }
+        None
     }
 
     pub async fn serve(self: &Arc<Self>) -> RestServer {
@@ -251,6 +303,9 @@ impl FakeAzure {
             _ => return error(404, "NotFound", "unknown path"),
         };
         let body = r.json();
+        if let Some(reply) = action.and_then(|a| self.refusal(a, name)) {
+            return reply;
+        }
         match action {
             None => self.get_key(name, version),
             Some("sign") => self.sign(name, version, &body, wrong_kid),

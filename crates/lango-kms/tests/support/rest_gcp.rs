@@ -121,6 +121,10 @@ pub struct FakeGcp {
     pub digests: Mutex<Vec<Vec<u8>>>,
     /// Every (plaintext length, additional authenticated data) encrypt received.
     pub encrypts: Mutex<Vec<(usize, Vec<u8>)>>,
+    /// Versions of `enc` in state `DISABLED` (the service answers FAILED_PRECONDITION).
+    disabled: Mutex<Vec<usize>>,
+    /// The caller's IAM binding on `enc` was removed (PERMISSION_DENIED).
+    pub denied: AtomicBool,
 }
 
 impl FakeGcp {
@@ -137,7 +141,43 @@ impl FakeGcp {
             high_s: AtomicBool::new(false),
             digests: Mutex::new(Vec::new()),
             encrypts: Mutex::new(Vec::new()),
+            disabled: Mutex::new(Vec::new()),
+            denied: AtomicBool::new(false),
         })
+    }
+
+    /// Disables (`false`) or enables version `n` of `enc`, as `cryptoKeyVersions.patch` with
+    /// `state` would.
+    pub fn set_version_enabled(&self, n: usize, enabled: bool) {
+        let mut d = self.disabled.lock().unwrap();
+        d.retain(|v| *v != n);
+        if !enabled {
+            d.push(n);
+        }
+    }
+
+    /// The service's answer to using version `version` of `enc` with `permission`, if it
+    /// refuses.
+    fn refusal(&self, version: usize, permission: &str) -> Option<Reply> {
+        if self.denied.load(Ordering::SeqCst) {
+            return Some(error(
+                "PERMISSION_DENIED",
+                &format!(
+                    "Permission 'cloudkms.cryptoKeyVersions.{permission}' denied on resource '{}' (or it may not exist).",
+                    enc_key()
+                ),
+            ));
+        }
+        if self.disabled.lock().unwrap().contains(&version) {
+            return Some(error(
+                "FAILED_PRECONDITION",
+                &format!(
+                    "{} is not enabled, current state is: DISABLED.",
+                    enc_version(version)
+                ),
+            ));
+        }
+        None
     }
 
     pub async fn serve(self: &Arc<Self>) -> RestServer {
@@ -392,6 +432,9 @@ impl FakeGcp {
         let Some(key) = self.aes(version) else {
             return error("NOT_FOUND", &format!("{name} not found."));
         };
+        if let Some(reply) = self.refusal(version, "useToEncrypt") {
+            return reply;
+        }
         let Some(plaintext) = body["plaintext"]
             .as_str()
             .and_then(|p| STANDARD.decode(p).ok())
@@ -494,6 +537,9 @@ impl FakeGcp {
         let Some(key) = self.aes(version) else {
             return failed();
         };
+        if let Some(reply) = self.refusal(version, "useToDecrypt") {
+            return reply;
+        }
         let nonce = Nonce::try_assume_unique_for_key(&ciphertext[1..13]).unwrap();
         let mut buf = ciphertext[13..].to_vec();
         let Ok(plain) = key.open_in_place(nonce, Aad::from(&aad[..]), &mut buf) else {

@@ -261,3 +261,104 @@ pub fn ctx(row: &[u8]) -> lango_crypto::provider::AeadContext<'_> {
         max_blob_len: 4 * 1024 * 1024,
     }
 }
+
+/// A composite over `primary` with a local fallback and a health checker probing the
+/// primary's encryption key every `interval` (the node's wiring with `fallbackToLocal`).
+pub fn probed_composite(
+    primary: std::sync::Arc<dyn lango_crypto::CryptoProvider>,
+    interval: std::time::Duration,
+) -> (
+    lango_kms::CompositeProvider,
+    std::sync::Arc<lango_kms::HealthChecker>,
+) {
+    let checker = std::sync::Arc::new(lango_kms::HealthChecker::new(
+        primary.clone(),
+        "",
+        lango_kms::KeyRole::Encryption,
+        Some(interval),
+    ));
+    let local = std::sync::Arc::new(lango_crypto::LocalCryptoProvider::new(
+        &lango_crypto::MasterKey::generate().unwrap(),
+        1,
+    ));
+    let composite = lango_kms::CompositeProvider::new(primary)
+        .with_fallback(local)
+        .with_checker(checker.clone());
+    (composite, checker)
+}
+
+/// How a server refuses a key, and how the refusal must be reported.
+pub struct Refusal<'a> {
+    /// The kind at the seam.
+    pub kind: lango_crypto::provider::ProviderErrorKind,
+    /// The key state the error must name.
+    pub key_state: &'a str,
+    /// Text of the server's answer the error must carry.
+    pub server_text: &'a str,
+}
+
+/// Issue 17, for one backend: with the key refused by the server (`refuse`), the health
+/// probe reports the refusal, and the composite returns it with the key's state instead of
+/// falling back; values sealed before are not opened by the local key; after `restore`, the
+/// KMS serves again (reads at once, new values after the next probe).
+pub async fn assert_refusal_fails_closed(
+    composite: &lango_kms::CompositeProvider,
+    checker: &lango_kms::HealthChecker,
+    tag: lango_crypto::aead::ProviderTag,
+    interval: std::time::Duration,
+    refuse: impl Fn(),
+    restore: impl Fn(),
+    want: Refusal<'_>,
+) {
+    use lango_crypto::CryptoProvider as _;
+    let Refusal {
+        kind,
+        key_state,
+        server_text,
+    } = want;
+    let before = composite.encrypt("", b"before", ctx(b"r0")).await.unwrap();
+    assert_eq!(before[4], tag as u8);
+    assert!(checker.check().await);
+
+    refuse();
+    tokio::time::sleep(interval + std::time::Duration::from_millis(50)).await;
+    let fallbacks = composite.fallback_count();
+    let e = composite
+        .encrypt("", b"after", ctx(b"r1"))
+        .await
+        .unwrap_err();
+    let state = checker.state().await;
+    assert!(
+        matches!(state, lango_kms::Connection::Refused(_)),
+        "{server_text}: the probe must see a refused key: {state:?}"
+    );
+    let f = state.failure().unwrap();
+    assert_eq!(f.kind, kind, "{f}");
+    assert_eq!(f.key_state(), key_state);
+    assert_eq!(e.kind, kind, "{e}");
+    let text = e.to_string();
+    assert!(text.contains(server_text), "{text}");
+    assert!(text.contains(&format!("key state: {key_state}")), "{text}");
+    assert_eq!(composite.fallback_count(), fallbacks, "fell back: {text}");
+    assert!(!composite.used_local());
+    let e = composite
+        .decrypt("", &before, ctx(b"r0"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, kind, "{e}");
+    assert!(!composite.used_local());
+
+    restore();
+    assert_eq!(
+        composite
+            .decrypt("", &before, ctx(b"r0"))
+            .await
+            .unwrap()
+            .expose(),
+        b"before"
+    );
+    tokio::time::sleep(interval + std::time::Duration::from_millis(50)).await;
+    let again = composite.encrypt("", b"again", ctx(b"r2")).await.unwrap();
+    assert_eq!(again[4], tag as u8);
+    assert_eq!(composite.fallback_count(), fallbacks);
+}
