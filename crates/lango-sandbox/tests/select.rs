@@ -433,3 +433,64 @@ async fn t_i6_container_executor_passes_outputs_and_errors() {
     assert_eq!(runtime.runs.load(Ordering::SeqCst), runs);
     assert_eq!(ex.runtime().image_id().await.unwrap(), "sha256:fake");
 }
+
+// --- Recovery ------------------------------------------------------------------------------
+
+/// A subprocess sandbox that cannot start (here: the worker is not installed yet; in the
+/// field, a passing process shortage made bubblewrap fail) is re-checked with back-off: calls
+/// are refused while it is unavailable, the state says so, and once the check passes calls
+/// run without a restart.
+#[tokio::test]
+async fn t_i7_a_sandbox_that_fails_at_start_is_rechecked_until_it_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let worker = dir.path().join("lango-sandbox-worker");
+    let sel = select(
+        &config(false, RuntimeChoice::Auto, false),
+        Arc::new(ToolRegistry::builtin()),
+        worker.clone(),
+        &FakeFactory::with(&[]),
+        true,
+    )
+    .await;
+    assert!(sel.executor.is_none());
+    let recovery = sel.recovery.clone().expect("a sandbox being re-checked");
+    let serving = sel
+        .serving_executor()
+        .expect("calls go to the re-checked sandbox");
+    let e = serving
+        .execute("sandbox_echo", echo_params())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotAvailable, "{e}");
+    let st = recovery.state();
+    assert!(!st.available);
+    assert!(st.last_error.contains("worker binary"), "{st:?}");
+    assert!(st.next_check_in.is_some());
+    // The cause goes away.
+    std::fs::copy(WORKER, &worker).unwrap();
+    std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !recovery.state().available {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not recovered: {:?}",
+            recovery.state()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovery.state().attempts >= 1);
+    assert_eq!(
+        serving
+            .execute("sandbox_echo", echo_params())
+            .await
+            .unwrap(),
+        echo_params()
+    );
+    assert!(
+        serving.isolation().starts_with("subprocess("),
+        "{}",
+        serving.isolation()
+    );
+}
