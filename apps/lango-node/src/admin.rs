@@ -36,6 +36,21 @@ pub const SOCKET_NAME: &str = "admin.sock";
 pub const MAX_LINE: usize = 4 * 1024 * 1024;
 /// Bound on each read and write.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the CLI waits for the answer to a request that reaches another node (a tool call,
+/// a capability listing): longer than any deadline the nodes enforce themselves (the longest
+/// `timeoutPerTool`, 10 min, plus an owner's approval and the handshake), so the caller sees
+/// the remote node's own error, never this socket's.
+pub const REMOTE_ANSWER_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+impl Request {
+    /// How long the CLI waits for this request's answer.
+    pub fn answer_timeout(&self) -> Duration {
+        match self {
+            Request::Invoke { .. } | Request::Tools { .. } => REMOTE_ANSWER_TIMEOUT,
+            _ => IO_TIMEOUT,
+        }
+    }
+}
 /// Most connections served at once.
 const MAX_CLIENTS: usize = 16;
 
@@ -243,7 +258,7 @@ impl Server {
     }
 }
 
-async fn read_line(stream: &mut BufReader<UnixStream>) -> Result<Vec<u8>> {
+async fn read_line(stream: &mut BufReader<UnixStream>, timeout: Duration) -> Result<Vec<u8>> {
     let mut line = Vec::new();
     let fut = async {
         loop {
@@ -267,9 +282,12 @@ async fn read_line(stream: &mut BufReader<UnixStream>) -> Result<Vec<u8>> {
             }
         }
     };
-    tokio::time::timeout(IO_TIMEOUT, fut)
-        .await
-        .context("timed out reading from the admin socket")??;
+    tokio::time::timeout(timeout, fut).await.with_context(|| {
+        format!(
+            "timed out reading from the admin socket after {}s",
+            timeout.as_secs()
+        )
+    })??;
     if line.len() > MAX_LINE {
         bail!("line longer than {MAX_LINE} bytes");
     }
@@ -287,7 +305,7 @@ async fn write_line(stream: &mut BufReader<UnixStream>, value: &impl Serialize) 
 
 async fn serve_one<H: Handler>(stream: UnixStream, handler: &H) -> Result<()> {
     let mut stream = BufReader::new(stream);
-    let line = read_line(&mut stream).await?;
+    let line = read_line(&mut stream, IO_TIMEOUT).await?;
     let response = match serde_json::from_slice::<Request>(&line) {
         Err(e) => Response {
             ok: false,
@@ -329,7 +347,7 @@ pub async fn request(data_dir: &Path, req: &Request) -> Result<Option<Value>> {
     };
     let mut stream = BufReader::new(stream);
     write_line(&mut stream, req).await?;
-    let line = read_line(&mut stream).await?;
+    let line = read_line(&mut stream, req.answer_timeout()).await?;
     if line.is_empty() {
         bail!(
             "the node closed the admin connection without answering (is it running as another user?)"

@@ -272,6 +272,10 @@ pub struct ToolIsolationConfig {
     /// File-size cap in MiB.
     #[serde(rename = "maxFileSizeMB", alias = "maxFileSizeMb")]
     pub max_file_size_mb: u64,
+    /// First host uid a node running as root runs calls as (one uid per running call).
+    pub sandbox_uid_first: u32,
+    /// How many uids from `sandboxUidFirst` are reserved for calls.
+    pub sandbox_uid_count: u32,
     /// Container mode.
     pub container: ContainerSection,
     /// Operator-configured command tools peers may call (subprocess mode).
@@ -342,6 +346,8 @@ impl Default for ToolIsolationConfig {
             max_processes: d.max_processes,
             max_open_files: d.max_open_files,
             max_file_size_mb: d.max_file_size_mb,
+            sandbox_uid_first: d.uid_range.first,
+            sandbox_uid_count: d.uid_range.count,
             container: ContainerSection {
                 enabled: c.enabled,
                 runtime: c.runtime.as_str().into(),
@@ -388,6 +394,10 @@ impl ToolIsolationConfig {
             max_processes: self.max_processes,
             max_open_files: self.max_open_files,
             max_file_size_mb: self.max_file_size_mb,
+            uid_range: lango_sandbox::UidRange {
+                first: self.sandbox_uid_first,
+                count: self.sandbox_uid_count,
+            },
             container: lango_sandbox::ContainerConfig {
                 enabled: c.enabled,
                 runtime: c

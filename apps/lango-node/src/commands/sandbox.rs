@@ -112,6 +112,17 @@ pub async fn status_json(
         "imageError": image_error,
         "skipped": sel.skipped.iter().map(|(r, why)| json!({"runtime": r, "reason": why})).collect::<Vec<_>>(),
         "osIsolation": sel.isolation.as_ref().map(|r| r.details().into_iter().map(|(k, v)| json!({"layer": k, "state": v})).collect::<Vec<_>>()),
+        "recovery": sel.recovery.as_ref().map(|r| {
+            let st = r.state();
+            json!({
+                "available": st.available,
+                "attempts": st.attempts,
+                "lastError": st.last_error,
+                "nextCheckInSecs": st.next_check_in.map(|d| d.as_secs()),
+                "isolation": lango_sandbox::Executor::isolation(r.as_ref()),
+            })
+        }),
+        "sandboxUids": sandbox_uids(cfg),
         "source": source,
     })
 }
@@ -201,6 +212,25 @@ async fn status(ctx: &Context, config: &NodeConfig) -> Result<ExitCode> {
             format!("{}:", layer["layer"].as_str().unwrap_or("")),
             layer["state"].as_str().unwrap_or("")
         ));
+    }
+    if let Some(r) = v.get("recovery").filter(|r| !r.is_null()) {
+        if r["available"].as_bool().unwrap_or(false) {
+            output::line(format!(
+                "  Re-check:         recovered after {} attempt(s): {}",
+                r["attempts"],
+                r["isolation"].as_str().unwrap_or("")
+            ));
+        } else {
+            output::line(format!(
+                "  Re-check:         unavailable after {} attempt(s), next in {}s: {}",
+                r["attempts"],
+                r["nextCheckInSecs"],
+                r["lastError"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    if let Some(u) = v.get("sandboxUids").and_then(Value::as_str) {
+        output::line(format!("  Tool uids:        {u}"));
     }
     output::line(format!("  Worker binary:    {}", s("workerBinary")));
     output::line(format!("  Source:           {}", s("source")));
@@ -359,4 +389,19 @@ async fn build_image(ctx: &Context, worker: Option<PathBuf>, repo: &str) -> Resu
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which host uids tools run as: a range when the node is root, else the node's own uid.
+fn sandbox_uids(cfg: &SandboxConfig) -> String {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        let r = cfg.uid_range;
+        format!(
+            "{}-{} (one per running call; the node runs as root)",
+            r.first,
+            u64::from(r.first) + u64::from(r.count) - 1
+        )
+    } else {
+        format!("{uid} (the node's own uid; not root)")
+    }
 }

@@ -546,7 +546,7 @@ fn start_a2a(
             &p2p.owner_protection,
         )),
         registry: sandbox.registry.clone(),
-        executor: sandbox.selection.executor.clone(),
+        executor: sandbox.selection.serving_executor(),
         approval: Some(match interactive {
             Some(i) => i as Arc<dyn lango_p2p::a2a::ToolApproval>,
             None => Arc::new(p2p.approval_policy()),
