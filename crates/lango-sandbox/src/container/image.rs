@@ -33,10 +33,28 @@ pub struct BuiltImage {
     pub tag: String,
 }
 
+/// `PATH` for a helper when the node has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A command for a helper program the node runs (K-8): it gets none of the node's
+/// environment, which holds the PKCS#11 PIN (`LANGO_PKCS11_PIN`), cloud credentials
+/// (`AWS_*`, `GOOGLE_*`, `AZURE_*`) and loader settings (`LD_PRELOAD` would even change what
+/// `ldd` lists). Only `PATH` is passed, to find the program. (The variables cannot be removed
+/// from the node's own environment: `std::env::remove_var` is `unsafe`, and the other crates
+/// forbid unsafe code.)
+fn helper(program: &str) -> Command {
+    let mut c = Command::new(program);
+    c.env_clear().env(
+        "PATH",
+        std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+    );
+    c
+}
+
 /// The shared objects `worker` needs, as `ldd` reports them (absolute paths; the vDSO is
-/// skipped). A static binary needs none.
+/// skipped). A static binary needs none. `ldd` runs without the node's environment.
 pub fn shared_libraries(worker: &Path) -> Result<Vec<PathBuf>, Error> {
-    let out = Command::new("ldd")
+    let out = helper("ldd")
         .arg(worker)
         .output()
         .map_err(|e| Error::Config(format!("cannot run ldd: {e}")))?;
@@ -202,6 +220,68 @@ mod tests {
                 .any(|l| l.to_string_lossy().contains("ld-linux")),
             "{libs:?}"
         );
+    }
+
+    /// Marks the re-executed test process of `helpers_get_none_of_the_nodes_environment`.
+    const CHILD: &str = "LANGO_TEST_HELPER_ENV_CHILD";
+    const PIN: &str = "pin-must-not-reach-a-helper-7391";
+
+    /// K-8: the PKCS#11 PIN and cloud credentials in the node's environment never reach a
+    /// helper it spawns. The test runs itself again as a child process whose environment
+    /// holds them (the only way to put them into a process's environment without `unsafe`),
+    /// and there checks what `env` sees when started like every helper, and that `ldd` does
+    /// not inherit the environment either (an inherited `LD_PRELOAD` would add libm to its
+    /// answer, as the control run shows).
+    #[test]
+    fn helpers_get_none_of_the_nodes_environment() {
+        if std::env::var_os(CHILD).is_some() {
+            assert_eq!(std::env::var("LANGO_PKCS11_PIN").as_deref(), Ok(PIN));
+            let out = helper("env").output().unwrap();
+            assert!(out.status.success());
+            let seen = String::from_utf8_lossy(&out.stdout);
+            assert!(!seen.contains(PIN), "{seen}");
+            let names: Vec<&str> = seen
+                .lines()
+                .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+                .collect();
+            assert_eq!(names, ["PATH"], "{seen}");
+            let libs = shared_libraries(Path::new("/bin/sh")).unwrap();
+            assert!(
+                !libs.iter().any(|l| l.to_string_lossy().contains("libm.so")),
+                "ldd inherited LD_PRELOAD: {libs:?}"
+            );
+            return;
+        }
+        // Control: an ldd that inherits LD_PRELOAD lists the preloaded library.
+        let control = Command::new("ldd")
+            .arg("/bin/sh")
+            .env("LD_PRELOAD", "libm.so.6")
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&control.stdout).contains("libm.so"));
+
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "container::image::tests::helpers_get_none_of_the_nodes_environment",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env("LANGO_PKCS11_PIN", PIN)
+            .env("AWS_SECRET_ACCESS_KEY", PIN)
+            .env("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/creds.json")
+            .env("AZURE_CLIENT_SECRET", PIN)
+            .env("LD_PRELOAD", "libm.so.6")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "the child ran no test: {text}");
     }
 
     #[test]
