@@ -22,6 +22,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A file that must be small (a keyfile) is larger than its limit.
+    #[error("{path} is larger than the limit of {max} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        max: usize,
+    },
     /// The file is not in the state the operation needs (e.g. already encrypted).
     #[error("{what} ({path} is {found})")]
     WrongState {
@@ -35,6 +43,24 @@ pub enum Error {
     /// Another lango process holds the data-directory lock.
     #[error("another lango process is using this data directory ({0})")]
     Busy(PathBuf),
+    /// A refused lock upgrade released the shared lock (only where the platform has no
+    /// open-file-description locks). Stop using the data directory and start over.
+    #[error(
+        "the data-directory lock of {0} was lost while trying to upgrade it; close this \
+         process's use of the data directory and retry"
+    )]
+    LockLost(PathBuf),
+    /// A plaintext SQLite file sits where an encrypted database must be (DB-6 / UN-7): it was
+    /// refused and nothing was changed.
+    #[error(
+        "{path} is a plaintext SQLite database, but it must be the encrypted lango database; \
+         it was refused and nothing was changed. If the file was replaced without your \
+         knowledge, restore the encrypted lango.db from a backup"
+    )]
+    UnexpectedPlaintext {
+        /// The database file.
+        path: PathBuf,
+    },
     /// Leftovers of an interrupted conversion exist but no journal says what to do.
     #[error(
         "an interrupted database conversion left files behind and no journal explains them: {}; \

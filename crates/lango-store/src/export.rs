@@ -672,8 +672,15 @@ pub fn recover(db_path: &Path, hooks: &dyn ExportHooks) -> Result<Recovery> {
 }
 
 fn finish_after_swap(db_path: &Path, j: &mut Journal, hooks: &dyn ExportHooks) -> Result<Recovery> {
-    // DB-6: the header decides whether the file is encrypted.
+    // DB-6: the header decides whether the file is encrypted, but a plaintext file where the
+    // journal says the new file is encrypted is not ours (the swap put an encrypted file
+    // there): refuse it rather than record the database as plaintext.
     let encrypted = state::detect_usable(db_path)? == FileState::EncryptedOrForeign;
+    if j.target_encrypted && !encrypted {
+        return Err(Error::UnexpectedPlaintext {
+            path: db_path.to_owned(),
+        });
+    }
     hooks.database_replaced(encrypted, j.target_page_size)?;
     j.state = JournalState::Cleanup;
     write_journal(db_path, j, false)?;

@@ -12,6 +12,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use zeroize::Zeroizing;
+
 use crate::{Error, Result};
 
 /// Mode bits that give group or others any access.
@@ -238,6 +240,56 @@ pub fn check_private_file(
         }
     }
     Ok(Some(Ok(meta.len())))
+}
+
+/// Reads a small file that holds a secret (a keyfile) into one zeroizing buffer.
+///
+/// The buffer is allocated once with room for `max + 1` bytes and never grows, so no
+/// reallocation leaves a copy of the secret in freed memory; it is wiped when dropped,
+/// including on every error path. The file is opened without following symlinks and without
+/// blocking (a FIFO swapped in after the caller's checks cannot hang the read), and must be a
+/// regular file ([`Error::BadFile`] otherwise). More than `max` bytes is [`Error::TooLarge`].
+pub fn read_secret_nofollow(path: &Path, max: usize) -> Result<Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(nofollow() | nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| Error::io(format!("inspect {}", path.display()), e))?;
+    if !meta.is_file() {
+        return Err(Error::BadFile {
+            path: path.to_owned(),
+            reason: "not a regular file".into(),
+        });
+    }
+    let too_large = || Error::TooLarge {
+        path: path.to_owned(),
+        max,
+    };
+    if meta.len() > max as u64 {
+        return Err(too_large());
+    }
+    let cap = max.checked_add(1).ok_or_else(too_large)?;
+    // Full length up front: reads go straight into this allocation, never into a temporary.
+    let mut buf = Zeroizing::new(vec![0u8; cap]);
+    let mut filled = 0;
+    while filled < cap {
+        match f.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        }
+    }
+    if filled > max {
+        return Err(too_large());
+    }
+    // Shrinking the length keeps the allocation (and its capacity); the tail is zeros.
+    buf.truncate(filled);
+    Ok(buf)
 }
 
 /// Opens an existing regular file for reading without following symlinks, reading at most

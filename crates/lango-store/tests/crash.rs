@@ -227,3 +227,69 @@ async fn t42_missing_database_with_a_backup_is_restored_not_first_run() {
         Err(Error::RecoveryNeeded { .. })
     ));
 }
+
+/// Records whether E9 (the envelope update) was asked for.
+#[derive(Default)]
+struct Recording(std::sync::Mutex<Vec<bool>>);
+impl ExportHooks for Recording {
+    fn database_replaced(&self, encrypted: bool, _page_size: u32) -> lango_store::Result<()> {
+        self.0.lock().unwrap().push(encrypted);
+        Ok(())
+    }
+}
+
+/// DB-6 during recovery: the swap of an encrypt put an encrypted file in place; finding a
+/// plaintext file there instead (e.g. the plaintext backup moved back over it) is refused with
+/// a typed error, the envelope is never told "plaintext" and nothing is changed.
+#[tokio::test]
+async fn recovery_refuses_a_plaintext_file_where_the_encrypted_copy_was_swapped_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lango.db");
+    make_db(&path, Keying::Plaintext).await;
+    assert!(!child(&path, "E8b", false).success());
+    // The swap happened: lango.db is the encrypted copy, the plaintext original is the backup.
+    let backup = leftovers(dir.path())
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(".bak-"))
+        .unwrap();
+    std::fs::copy(&backup, &path).unwrap();
+    let before: Vec<(PathBuf, Vec<u8>)> = {
+        let mut v: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .map(|p| {
+                let b = std::fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let _lock = DataDirLock::acquire(dir.path(), LockMode::Exclusive).unwrap();
+    let hook = Recording::default();
+    let e = export::recover(&path, &hook).unwrap_err();
+    assert!(
+        matches!(&e, Error::UnexpectedPlaintext { path: p } if p == &path),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains("restore the encrypted lango.db"),
+        "{e}"
+    );
+    assert!(
+        hook.0.lock().unwrap().is_empty(),
+        "the envelope must not be updated"
+    );
+    let mut after: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    after.sort();
+    assert!(after == before, "recovery changed files");
+}
