@@ -148,11 +148,7 @@ impl KdfParams {
         }
         match *self {
             Self::Argon2id { m_kib, t, p, .. } => argon2id(secret, salt, m_kib, t, p, &[], &[]),
-            Self::Pbkdf2Sha256 { iterations } => {
-                let mut out = [0u8; 32];
-                pbkdf2_sha256(secret, salt, iterations, &mut out)?;
-                Ok(SecretKey32::from_bytes(out))
-            }
+            Self::Pbkdf2Sha256 { iterations } => pbkdf2_sha256_key(secret, salt, iterations),
             Self::HkdfSha256 => Ok(hkdf_sha256_32(secret, salt, KEYRING_SLOT_INFO)),
         }
     }
@@ -190,16 +186,25 @@ pub(crate) fn argon2id(
         )
         .map_err(|e| Error::KdfParams(format!("argon2id secret: {e}")))?
     };
-    let mut out = [0u8; 32];
-    let res = ctx
-        .hash_password_into(password, salt, &mut out)
-        .map_err(|e| Error::KdfParams(format!("argon2id: {e}")));
-    let key = SecretKey32::from_bytes(out);
-    out.zeroize();
-    res.map(|()| key)
+    // Derived straight into the key's own (zeroize-on-drop) storage; no plain array in between.
+    let mut key = SecretKey32::zeroed();
+    ctx.hash_password_into(password, salt, key.expose_mut())
+        .map_err(|e| Error::KdfParams(format!("argon2id: {e}")))?;
+    Ok(key)
 }
 
-/// PBKDF2-HMAC-SHA256 into `out` (any length). `iterations` must be at least 1.
+/// PBKDF2-HMAC-SHA256 with a 32-byte output, derived straight into the returned key's own
+/// storage (which is wiped on drop, also when this fails): the derived key never exists in a
+/// plain array that could be left behind on the stack. `iterations` must be at least 1; no
+/// other bound is applied here ([`KdfParams::derive_kek`] applies the envelope's bounds).
+pub fn pbkdf2_sha256_key(password: &[u8], salt: &[u8], iterations: u32) -> Result<SecretKey32> {
+    let mut key = SecretKey32::zeroed();
+    pbkdf2_sha256(password, salt, iterations, key.expose_mut())?;
+    Ok(key)
+}
+
+/// PBKDF2-HMAC-SHA256 into `out` (any length). `iterations` must be at least 1. For key
+/// material, pass storage that is wiped on drop, or use [`pbkdf2_sha256_key`].
 pub fn pbkdf2_sha256(password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) -> Result<()> {
     let iterations = NonZeroU32::new(iterations)
         .ok_or_else(|| Error::KdfParams("pbkdf2 iterations must be at least 1".into()))?;
@@ -248,7 +253,8 @@ pub fn hkdf_sha256_32(ikm: &[u8], salt: &[u8], info: &[u8]) -> SecretKey32 {
     block.push(1);
     let mut okm = mac::hmac_sha256(&prk, &block);
     prk.zeroize();
-    let key = SecretKey32::from_bytes(okm);
+    let mut key = SecretKey32::zeroed();
+    key.expose_mut().copy_from_slice(&okm);
     okm.zeroize();
     key
 }
@@ -256,11 +262,7 @@ pub fn hkdf_sha256_32(ikm: &[u8], salt: &[u8], info: &[u8]) -> SecretKey32 {
 /// Go's legacy data key: PBKDF2-HMAC-SHA256(passphrase, salt, 100,000 iterations, 32 bytes).
 /// Used only to read and migrate data written by the Go node.
 pub fn legacy_key(passphrase: &[u8], salt: &[u8]) -> Result<SecretKey32> {
-    let mut out = [0u8; 32];
-    pbkdf2_sha256(passphrase, salt, LEGACY_PBKDF2_ITERATIONS, &mut out)?;
-    let key = SecretKey32::from_bytes(out);
-    out.zeroize();
-    Ok(key)
+    pbkdf2_sha256_key(passphrase, salt, LEGACY_PBKDF2_ITERATIONS)
 }
 
 /// Go's fast passphrase checksum: HMAC-SHA256 with key = salt, message = passphrase.
@@ -552,6 +554,29 @@ mod tests {
         for p in good {
             p.validate().unwrap();
         }
+    }
+
+    /// PBKDF2 output goes straight into a zeroize-on-drop key (no plain array in between).
+    /// Memory left on the stack cannot be inspected from safe Rust, so this pins the type the
+    /// derivation writes into and its value; it cannot observe a reintroduced temporary.
+    #[test]
+    fn pbkdf2_derives_into_a_wiping_key() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let k = pbkdf2_sha256_key(PASS, &SALT, LEGACY_PBKDF2_ITERATIONS).unwrap();
+        wiped_on_drop(&k);
+        assert_eq!(
+            hex::encode(k.expose()),
+            "49d49c25f597846209f0d92e7770ab64e1c75e94b4ce6c509265ee67175d2a1e"
+        );
+        let params = KdfParams::Pbkdf2Sha256 {
+            iterations: PBKDF2_MIN_ITERATIONS,
+        };
+        let kek = params.derive_kek(PASS, &SALT).unwrap();
+        wiped_on_drop(&kek);
+        let mut plain = [0u8; 32];
+        pbkdf2_sha256(PASS, &SALT, PBKDF2_MIN_ITERATIONS, &mut plain).unwrap();
+        assert_eq!(kek.expose(), &plain);
+        assert!(pbkdf2_sha256_key(PASS, &SALT, 0).is_err());
     }
 
     #[test]

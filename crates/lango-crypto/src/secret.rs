@@ -48,10 +48,16 @@ impl SecretKey32 {
 
     /// Copies a 32-byte slice into a key.
     pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| Error::InvalidKey(format!("expected 32 bytes, got {}", bytes.len())))?;
-        Ok(Self(arr))
+        if bytes.len() != 32 {
+            return Err(Error::InvalidKey(format!(
+                "expected 32 bytes, got {}",
+                bytes.len()
+            )));
+        }
+        // Copied straight into the key (no temporary array on the way).
+        let mut k = Self([0u8; 32]);
+        k.0.copy_from_slice(bytes);
+        Ok(k)
     }
 
     /// A fresh key from the operating system's CSPRNG.
@@ -69,6 +75,17 @@ impl SecretKey32 {
     /// The key bytes. Keep the borrow short and never copy them into an unprotected buffer.
     pub fn expose(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// An all-zero key to derive into in place (see [`SecretKey32::expose_mut`]), so a KDF's
+    /// output never sits in a plain array first.
+    pub(crate) fn zeroed() -> Self {
+        Self([0u8; 32])
+    }
+
+    /// Mutable access to the key bytes, for writing a derived key in place.
+    pub(crate) fn expose_mut(&mut self) -> &mut [u8; 32] {
+        &mut self.0
     }
 
     fn expose_bytes(&self) -> &[u8] {
