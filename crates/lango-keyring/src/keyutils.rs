@@ -10,6 +10,7 @@
 
 use lango_crypto::SecretString;
 use linux_keyutils::{KeyError, KeyPermissionsBuilder, KeyRing, KeyRingIdentifier, Permission};
+use zeroize::Zeroize;
 
 use crate::{CALL_TIMEOUT, Error, Keyring, Probe, with_timeout};
 
@@ -70,8 +71,8 @@ impl Keyring for Keyutils {
             };
             let bytes = key.read_to_vec().map_err(map)?;
             let text = String::from_utf8(bytes).map_err(|e| {
-                let mut b = e.into_bytes();
-                zeroize_vec(&mut b);
+                // Not text: still the stored secret. Wiped (volatile writes) before it is freed.
+                e.into_bytes().zeroize();
                 Error::Backend {
                     backend: NAME.into(),
                     reason: "the stored value is not UTF-8 text".into(),
@@ -139,12 +140,5 @@ impl Keyring for Keyutils {
                 entry_present: find(&user, &desc)?.is_some(),
             })
         })
-    }
-}
-
-fn zeroize_vec(v: &mut [u8]) {
-    for b in v.iter_mut() {
-        // Best effort: the buffer is dropped right after.
-        *b = 0;
     }
 }

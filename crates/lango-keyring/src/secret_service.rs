@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use keyring_core::{Entry, Error as KError};
 use lango_crypto::SecretString;
 use zbus_secret_service_keyring_store::Store;
+use zeroize::Zeroize;
 
 use crate::{CALL_TIMEOUT, Error, Keyring, Probe, with_timeout};
 
@@ -17,9 +18,24 @@ const NAME: &str = "secret-service";
 
 pub(crate) struct SecretService;
 
-/// Maps a store error to ours without ever formatting a value the error may carry.
+/// Maps a store error to ours without ever formatting a value the error may carry. The raw
+/// bytes a decoding error carries (the stored secret) are wiped before they are freed.
 fn map(e: KError) -> Error {
     match e {
+        KError::BadEncoding(mut raw) => {
+            raw.zeroize();
+            Error::Backend {
+                backend: NAME.into(),
+                reason: "the stored value is not UTF-8 text".into(),
+            }
+        }
+        KError::BadDataFormat(mut raw, _) => {
+            raw.zeroize();
+            Error::Backend {
+                backend: NAME.into(),
+                reason: "the stored value is not in the expected format".into(),
+            }
+        }
         KError::NoStorageAccess(p) => Error::AccessDenied {
             backend: NAME.into(),
             reason: p.to_string(),
@@ -27,14 +43,6 @@ fn map(e: KError) -> Error {
         KError::PlatformFailure(p) => Error::Unavailable {
             backend: NAME.into(),
             reason: p.to_string(),
-        },
-        KError::BadEncoding(_) => Error::Backend {
-            backend: NAME.into(),
-            reason: "the stored value is not UTF-8 text".into(),
-        },
-        KError::BadDataFormat(_, _) => Error::Backend {
-            backend: NAME.into(),
-            reason: "the stored value is not in the expected format".into(),
         },
         KError::Ambiguous(v) => Error::Backend {
             backend: NAME.into(),
