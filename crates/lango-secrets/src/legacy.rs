@@ -36,6 +36,7 @@ use crate::{
     store::{self, LOCAL_KEY_NAME, LOCAL_REMOTE_ID},
     vault::{self, KEYRING_SERVICE, LEGACY_KEYRING_ACCOUNT, Vault, blocking, db_path},
 };
+use zeroize::Zeroizing;
 
 /// A verified legacy database.
 struct LegacyOpen {
@@ -191,23 +192,43 @@ async fn check_k0(
     Ok(Some(k0))
 }
 
-/// Decodes a Go keyring value (macOS prefixes included, KR-6).
-fn decode_go_keyring_value(v: SecretString) -> SecretString {
+/// Decodes the payload of a Go keyring value written with a macOS prefix
+/// (`go-keyring-base64:` or `go-keyring-encoded:` + hex) into one wiping buffer allocated at
+/// its final size, so decoding never reallocates and never leaves a copy behind. `None` when
+/// there is no such prefix or the payload does not decode; what was decoded until the error
+/// is wiped with the buffer.
+pub(crate) fn decode_go_prefixed(s: &str) -> Option<Zeroizing<Vec<u8>>> {
     use base64::Engine;
-    let s = v.expose();
     if let Some(rest) = s.strip_prefix("go-keyring-base64:") {
-        if let Ok(b) = base64::engine::general_purpose::STANDARD.decode(rest)
-            && let Ok(t) = String::from_utf8(b)
-        {
-            return SecretString::new(t);
-        }
-    } else if let Some(rest) = s.strip_prefix("go-keyring-encoded:")
-        && let Ok(b) = hex::decode(rest)
-        && let Ok(t) = String::from_utf8(b)
-    {
-        return SecretString::new(t);
+        let mut buf = Zeroizing::new(vec![0u8; rest.len().div_ceil(4) * 3]);
+        let n = base64::engine::general_purpose::STANDARD
+            .decode_slice(rest, buf.as_mut_slice())
+            .ok()?;
+        buf.truncate(n);
+        Some(buf)
+    } else if let Some(rest) = s.strip_prefix("go-keyring-encoded:") {
+        let mut buf = Zeroizing::new(vec![0u8; rest.len() / 2]);
+        hex::decode_to_slice(rest, buf.as_mut_slice()).ok()?;
+        Some(buf)
+    } else {
+        None
     }
-    v
+}
+
+/// Decodes a Go keyring value (macOS prefixes included, KR-6). A value whose payload does not
+/// decode to UTF-8 text is used as it is (without its decoded bytes surviving anywhere).
+fn decode_go_keyring_value(v: SecretString) -> SecretString {
+    let Some(mut bytes) = decode_go_prefixed(v.expose()) else {
+        return v;
+    };
+    // Moves the allocation into the string; invalid UTF-8 hands it back to the wiping buffer.
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(t) => SecretString::new(t),
+        Err(e) => {
+            *bytes = e.into_bytes();
+            v
+        }
+    }
 }
 
 /// Unlocks Go data with the first source that verifies and migrates it (2.4.4).
@@ -656,4 +677,55 @@ pub(crate) async fn resume(
 pub fn seal_go_blob(passphrase: &SecretString, salt: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
     let k0 = kdf::legacy_key(passphrase.expose().as_bytes(), salt)?;
     Ok(aead::seal_legacy(&k0, plaintext)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decoded Go keyring value lives in one wiping buffer, allocated at its final size
+    /// (the capacity shows no reallocation left a copy in freed memory). Freed memory cannot be
+    /// inspected from safe Rust, so this pins the buffer's type and allocation instead.
+    #[test]
+    fn go_keyring_values_decode_into_one_wiping_buffer() {
+        fn wiping(b: &Zeroizing<Vec<u8>>) -> &Zeroizing<Vec<u8>> {
+            b
+        }
+        let pass = "a legacy passphrase that is long enough to need several reallocations";
+        let b64 = format!(
+            "go-keyring-base64:{}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pass)
+        );
+        let hexed = format!("go-keyring-encoded:{}", hex::encode(pass));
+        for (value, cap) in [
+            (b64.as_str(), (b64.len() - 18).div_ceil(4) * 3),
+            (hexed.as_str(), pass.len()),
+        ] {
+            let d = decode_go_prefixed(value).unwrap();
+            assert_eq!(wiping(&d).as_slice(), pass.as_bytes());
+            assert_eq!(d.capacity(), cap, "{value}: the buffer was reallocated");
+            let v = decode_go_keyring_value(SecretString::new(value.to_owned()));
+            assert_eq!(v.expose(), pass);
+        }
+        // Undecodable payloads: no bytes come back, the value is used as stored.
+        for bad in [
+            "go-keyring-base64:!!!notbase64",
+            "go-keyring-encoded:abc",
+            "go-keyring-encoded:zz",
+        ] {
+            assert!(decode_go_prefixed(bad).is_none(), "{bad}");
+            assert_eq!(
+                decode_go_keyring_value(SecretString::new(bad.to_owned())).expose(),
+                bad
+            );
+        }
+        // Decodes, but not to text: the raw value is used; the decoded bytes were wiped.
+        let not_text = "go-keyring-encoded:ff00fe";
+        assert!(decode_go_prefixed(not_text).is_some());
+        assert_eq!(
+            decode_go_keyring_value(SecretString::new(not_text.to_owned())).expose(),
+            not_text
+        );
+        assert!(decode_go_prefixed("plain passphrase").is_none());
+    }
 }

@@ -203,15 +203,22 @@ pub fn read_keyfile(path: &Path) -> Result<Option<SecretString>> {
         Some(Ok(len)) if len > KEYFILE_MAX => return Err(Error::KeyfileTooLarge(path.to_owned())),
         Some(Ok(_)) => {}
     }
-    let mut bytes = match lango_store::fsutil::read_bounded_nofollow(path, KEYFILE_MAX) {
+    // One pre-sized, wiping buffer (KEYFILE_MAX + 1 bytes, never reallocated): no copy of
+    // the passphrase is left in freed memory, on success or on any error below.
+    let mut bytes = match lango_store::fsutil::read_secret_nofollow(path, KEYFILE_MAX as usize) {
         Ok(b) => b,
-        Err(lango_store::Error::BadFile { .. }) => {
+        Err(lango_store::Error::TooLarge { .. }) => {
             return Err(Error::KeyfileTooLarge(path.to_owned()));
+        }
+        Err(lango_store::Error::BadFile { reason, .. }) => {
+            return Err(Error::KeyfileInsecure {
+                path: path.to_owned(),
+                reason,
+            });
         }
         Err(e) => return Err(e.into()),
     };
     if bytes.contains(&0) {
-        bytes.zeroize();
         return Err(Error::KeyfileInsecure {
             path: path.to_owned(),
             reason: "contains a NUL byte".into(),
@@ -223,10 +230,12 @@ pub fn read_keyfile(path: &Path) -> Result<Option<SecretString>> {
     if bytes.is_empty() {
         return Err(Error::KeyfileEmpty(path.to_owned()));
     }
-    match String::from_utf8(bytes) {
+    // Moves the allocation (not its bytes) into the string; on invalid UTF-8 it comes back
+    // into the wiping buffer.
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
         Ok(s) => Ok(Some(SecretString::new(s))),
         Err(e) => {
-            e.into_bytes().zeroize();
+            *bytes = e.into_bytes();
             Err(Error::KeyfileInsecure {
                 path: path.to_owned(),
                 reason: "is not UTF-8 text".into(),
@@ -321,6 +330,54 @@ mod tests {
         assert_eq!(r(long), None);
         let max: &'static [u8] = Box::leak(vec![b'a'; 1024].into_boxed_slice());
         assert_eq!(r(max).map(|s| s.len()), Some(1024));
+    }
+
+    /// The keyfile is read into one wiping buffer allocated once (KEYFILE_MAX + 1 bytes) and
+    /// the passphrase is that very allocation: no reallocation while reading, trimming or
+    /// converting left a copy of it in freed memory. (Freed memory cannot be inspected from
+    /// safe Rust; the allocation's capacity can.)
+    #[test]
+    fn keyfile_is_read_into_one_presized_buffer() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let path = dir.path().join("keyfile");
+        let long = "x".repeat(4000);
+        for content in [
+            "correct horse battery staple\n",
+            "trailing blanks \t\r\n\n",
+            long.as_str(),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let mut p = read_keyfile(&path).unwrap().unwrap();
+            assert_eq!(
+                p.expose(),
+                content.trim_end_matches(['\n', '\r', ' ', '\t'])
+            );
+            assert_eq!(
+                p.expose_mut().capacity(),
+                KEYFILE_MAX as usize + 1,
+                "the keyfile buffer was reallocated or copied"
+            );
+        }
+        std::fs::write(&path, "x".repeat(KEYFILE_MAX as usize + 1)).unwrap();
+        assert!(matches!(
+            read_keyfile(&path),
+            Err(Error::KeyfileTooLarge(_))
+        ));
+        std::fs::write(&path, "a\0b").unwrap();
+        assert!(matches!(
+            read_keyfile(&path),
+            Err(Error::KeyfileInsecure { .. })
+        ));
+        std::fs::write(&path, [0xff, 0xfe, b'a']).unwrap();
+        assert!(matches!(
+            read_keyfile(&path),
+            Err(Error::KeyfileInsecure { .. })
+        ));
+        std::fs::write(&path, " \n").unwrap();
+        assert!(matches!(read_keyfile(&path), Err(Error::KeyfileEmpty(_))));
     }
 
     #[test]
