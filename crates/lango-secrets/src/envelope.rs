@@ -5,6 +5,14 @@
 //! 32-byte secret kept in the OS keyring). Changing the passphrase re-wraps the MK; no data is
 //! re-encrypted. The file is at most 64 KiB, JSON with unknown fields rejected, mode 0600, and
 //! replaced atomically. KDF parameters read from it are bounded before any KDF work.
+//!
+//! The amount of KDF work a file can ask for is bounded too, also before any KDF runs: at most
+//! [`MAX_SLOTS`] slots in all and at most [`MAX_PASSPHRASE_SLOTS`] passphrase slots
+//! ([`Error::EnvelopeTooManySlots`]). lango-rs writes one passphrase slot and at most one
+//! keyring slot; the bounds leave room for a second passphrase slot (e.g. a recovery
+//! passphrase) and a few keyring slots, while a wrong passphrase costs at most two slot KDFs at
+//! the per-slot maximum (Argon2id 1 GiB, 16 passes) instead of the ~150 a 64 KiB file could
+//! otherwise hold.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +28,10 @@ pub const FILE_NAME: &str = "key-envelope.json";
 pub const GO_ENVELOPE: &str = "envelope.json";
 /// Largest envelope accepted.
 pub const MAX_BYTES: u64 = 64 * 1024;
+/// Most slots an envelope may have (all kinds).
+pub const MAX_SLOTS: usize = 8;
+/// Most passphrase slots (the ones with a slow KDF) an envelope may have.
+pub const MAX_PASSPHRASE_SLOTS: usize = 2;
 /// The `format` value.
 pub const FORMAT: &str = "lango-key-envelope";
 /// Prefix of the value stored in the keyring (2.2.7).
@@ -150,6 +162,29 @@ fn b64_exact(path: &Path, what: &str, s: &str, len: usize) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// Whether a slot needs a slow (password-hashing) KDF.
+fn is_slow(kind: SlotKind, kdf: &KdfParams) -> bool {
+    kind == SlotKind::Passphrase || kdf.is_password_hash()
+}
+
+/// [`MAX_SLOTS`] and [`MAX_PASSPHRASE_SLOTS`] for an envelope of `total` slots, `slow` of them
+/// with a password-hashing KDF.
+fn check_slot_bounds(path: &Path, total: usize, slow: usize) -> Result<()> {
+    let too_many = |what, found, max| Error::EnvelopeTooManySlots {
+        path: path.to_owned(),
+        what,
+        found,
+        max,
+    };
+    if total > MAX_SLOTS {
+        return Err(too_many("key", total, MAX_SLOTS));
+    }
+    if slow > MAX_PASSPHRASE_SLOTS {
+        return Err(too_many("passphrase", slow, MAX_PASSPHRASE_SLOTS));
+    }
+    Ok(())
+}
+
 /// The path of the envelope in `data_dir`.
 pub fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE_NAME)
@@ -212,6 +247,7 @@ impl Envelope {
         if self.slots.is_empty() {
             return Err(corrupt(path, "no slots"));
         }
+        self.check_slot_count(path)?;
         if self.db.compatibility != 4 {
             return Err(corrupt(path, "db.compatibility must be 4"));
         }
@@ -264,6 +300,17 @@ impl Envelope {
             )?;
         }
         Ok(())
+    }
+
+    /// Bounds the number of slots, and so the KDF work an unlock attempt can cost. Checked
+    /// on parse, before every unwrap and before a slot is added, never after KDF work.
+    fn check_slot_count(&self, path: &Path) -> Result<()> {
+        let slow = self
+            .slots
+            .iter()
+            .filter(|s| is_slow(s.kind, &s.kdf))
+            .count();
+        check_slot_bounds(path, self.slots.len(), slow)
     }
 
     /// Reads `<data-dir>/key-envelope.json`; `Ok(None)` when absent. Symlinks and files
@@ -321,6 +368,15 @@ impl Envelope {
         secret: &[u8],
         label: Option<String>,
     ) -> Result<String> {
+        // The envelope must stay within the slot bounds once this slot is added; checked
+        // before the (slow) KDF runs.
+        let slow = self
+            .slots
+            .iter()
+            .filter(|s| is_slow(s.kind, &s.kdf))
+            .count()
+            + usize::from(is_slow(kind, &params));
+        check_slot_bounds(Path::new(FILE_NAME), self.slots.len() + 1, slow)?;
         let id = uuid::Uuid::new_v4().to_string();
         let salt = random::bytes::<{ kdf::SALT_LEN }>()?;
         let kek = params.derive_kek(secret, &salt)?;
@@ -342,6 +398,8 @@ impl Envelope {
     /// for passphrases: call from a blocking thread.
     pub fn unwrap(&self, kind: SlotKind, secret: &[u8]) -> Result<Option<(MasterKey, String)>> {
         let path = PathBuf::from(FILE_NAME);
+        // Also for envelopes built in memory rather than parsed: bound the work first.
+        self.check_slot_count(&path)?;
         for s in self.slots.iter().filter(|s| s.kind == kind) {
             let salt = b64_exact(&path, "salt", &s.salt, kdf::SALT_LEN)?;
             let nonce = b64_exact(&path, "nonce", &s.nonce, 12)?;
@@ -425,10 +483,11 @@ pub fn encode_keyring_secret(secret: &SecretKey32) -> SecretString {
 /// Decodes a stored keyring value; `None` when it is not a v1 unlock value.
 pub fn decode_keyring_secret(value: &SecretString) -> Option<SecretKey32> {
     let rest = value.expose().strip_prefix(KEYRING_VALUE_PREFIX)?;
-    let mut bytes = B64.decode(rest).ok()?;
-    let key = SecretKey32::from_slice(&bytes).ok();
-    zeroize::Zeroize::zeroize(&mut bytes);
-    key
+    // Decoded into one wiping buffer of the final size: a decoding error, a wrong length or
+    // success all leave nothing of the secret behind.
+    let mut bytes = zeroize::Zeroizing::new(vec![0u8; rest.len().div_ceil(4) * 3]);
+    let n = B64.decode_slice(rest, bytes.as_mut_slice()).ok()?;
+    SecretKey32::from_slice(bytes.get(..n)?).ok()
 }
 
 #[cfg(test)]
@@ -579,6 +638,84 @@ mod tests {
             Envelope::parse(Path::new("x"), &big),
             Err(Error::EnvelopeCorrupt { .. })
         ));
+    }
+
+    /// The slot bound is checked before any KDF work: the first slot here opens with the
+    /// passphrase, so an implementation that derived even one slot key before checking the
+    /// count would unlock instead of refusing.
+    #[test]
+    fn too_many_slots_are_refused_before_any_kdf() {
+        let mk = MasterKey::generate().unwrap();
+        let mut e = Envelope::new(&mk, 1, db());
+        e.add_slot(
+            &mk,
+            SlotKind::Passphrase,
+            fast_pbkdf2(),
+            b"pw-pw-pw-pw",
+            None,
+        )
+        .unwrap();
+        let real = e.slots[0].clone();
+        let junk = |kdf: KdfParams, kind: SlotKind| Slot {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind,
+            kdf,
+            ..real.clone()
+        };
+        let huge = KdfParams::Argon2id {
+            version: lango_crypto::kdf::ARGON2_VERSION,
+            m_kib: lango_crypto::kdf::ARGON2_MAX_M_KIB,
+            t: lango_crypto::kdf::ARGON2_MAX_T,
+            p: lango_crypto::kdf::ARGON2_MAX_P,
+        };
+        // Too many passphrase slots (each asking for 1 GiB and 16 passes).
+        let mut pass = e.clone();
+        for _ in 0..MAX_PASSPHRASE_SLOTS {
+            pass.slots.push(junk(huge, SlotKind::Passphrase));
+        }
+        // Too many slots in all (cheap ones).
+        let mut all = e.clone();
+        for _ in 0..MAX_SLOTS {
+            all.slots
+                .push(junk(KdfParams::HkdfSha256, SlotKind::Keyring));
+        }
+        for (what, env, max) in [
+            ("passphrase", &pass, MAX_PASSPHRASE_SLOTS),
+            ("key", &all, MAX_SLOTS),
+        ] {
+            let r = env.unwrap(SlotKind::Passphrase, b"pw-pw-pw-pw");
+            assert!(
+                matches!(r, Err(Error::EnvelopeTooManySlots { what: w, max: m, .. }) if w == what && m == max),
+                "{what}: {r:?}"
+            );
+            let bytes = serde_json::to_vec(env).unwrap();
+            let r = Envelope::parse(Path::new("x"), &bytes);
+            assert!(
+                matches!(r, Err(Error::EnvelopeTooManySlots { .. })),
+                "{what}: {r:?}"
+            );
+        }
+        // Adding a slot past the bound is refused before its KDF runs.
+        let mut full = e.clone();
+        full.slots.push(junk(huge, SlotKind::Passphrase));
+        assert!(matches!(
+            full.add_slot(&mk, SlotKind::Passphrase, huge, b"pw-pw-pw-pw", None),
+            Err(Error::EnvelopeTooManySlots { .. })
+        ));
+        // At the bound everything still works.
+        let mut ok = e.clone();
+        ok.slots.push(junk(fast_pbkdf2(), SlotKind::Passphrase));
+        for _ in 2..MAX_SLOTS {
+            ok.slots
+                .push(junk(KdfParams::HkdfSha256, SlotKind::Keyring));
+        }
+        let parsed = Envelope::parse(Path::new("x"), &serde_json::to_vec(&ok).unwrap()).unwrap();
+        assert!(
+            parsed
+                .unwrap(SlotKind::Passphrase, b"pw-pw-pw-pw")
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

@@ -65,6 +65,39 @@ pub enum Error {
          that was backed up with the database"
     )]
     EnvelopeMissing(PathBuf),
+    /// A plaintext SQLite `lango.db` sits where the key envelope records an encrypted
+    /// database (DB-6, UN-7). It is refused before anything is written: the node never opens
+    /// it and never rewrites the envelope to "plaintext" on its own.
+    #[error(
+        "{path} is a plaintext SQLite database, but the key envelope {envelope} records the \
+         database as encrypted; it was refused and nothing was changed. If the file was \
+         replaced without your knowledge, restore the encrypted lango.db from a backup. If you \
+         decrypted it on purpose with another tool, set \"encrypted\": false in the \"db\" \
+         section of the key envelope to accept it (and run `lango-node security db-migrate` \
+         to encrypt it again)"
+    )]
+    PlaintextDatabase {
+        /// The database file.
+        path: PathBuf,
+        /// The key envelope that says it is encrypted.
+        envelope: PathBuf,
+    },
+    /// The key envelope has more slots than any lango-rs writes; refused before any KDF work.
+    #[error(
+        "key envelope {path} has {found} {what} slots; at most {max} are accepted, so no \
+         passphrase was tried. lango-rs never writes that many: restore key-envelope.json from \
+         a backup"
+    )]
+    EnvelopeTooManySlots {
+        /// The file.
+        path: PathBuf,
+        /// `passphrase` or `key`.
+        what: &'static str,
+        /// How many it has.
+        found: usize,
+        /// The bound.
+        max: usize,
+    },
     /// The master key opened but the database is not this vault's (UN-7, WP-5).
     #[error("the database does not belong to this key envelope ({0})")]
     EnvelopeDbMismatch(String),
@@ -199,6 +232,10 @@ impl From<lango_store::Error> for Error {
     fn from(e: lango_store::Error) -> Self {
         match e {
             lango_store::Error::Busy(p) => Self::Busy(p),
+            lango_store::Error::UnexpectedPlaintext { path } => {
+                let envelope = crate::envelope::path_in(lango_store::fsutil::parent_dir(&path));
+                Self::PlaintextDatabase { path, envelope }
+            }
             other => Self::Store(other),
         }
     }

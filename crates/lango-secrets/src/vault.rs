@@ -553,9 +553,38 @@ pub async fn unlock(
     let lock_existed = lock_file.exists();
     let result = unlock_locked(data_dir, config, prompter, opts, warnings).await;
     if result.is_err() && !lock_existed {
-        let _ = fsutil::remove_if_exists(&lock_file);
+        // Leave no lock file behind, but never pull it from under another process: it is
+        // removed only while this process holds it exclusively (others then notice and retry
+        // on a new file, see lango_store::lock); if anyone else holds it, it stays.
+        if let Ok(lock) = DataDirLock::acquire(data_dir, LockMode::Exclusive) {
+            let _ = lock.release_and_remove();
+        }
     }
     result
+}
+
+/// Whether the database file is encrypted, from its header (DB-6), checked against the key
+/// envelope: a plaintext file where the envelope records an encrypted database is refused
+/// ([`Error::PlaintextDatabase`]), never opened and never adopted by rewriting the envelope.
+/// An absent or empty file takes the envelope's word (it is about to be created).
+fn header_says_encrypted(data_dir: &Path, env: &Envelope) -> Result<bool> {
+    let db_file = db_path(data_dir);
+    match state::detect_usable(&db_file)? {
+        FileState::Absent | FileState::Empty => Ok(env.db.encrypted),
+        FileState::Plaintext if env.db.encrypted => {
+            tracing::warn!(
+                event = "secrets.db.unexpected_plaintext",
+                path = %db_file.display(),
+                "a plaintext database sits where the key envelope records an encrypted one; refused"
+            );
+            Err(Error::PlaintextDatabase {
+                path: db_file,
+                envelope: envelope::path_in(data_dir),
+            })
+        }
+        FileState::Plaintext => Ok(false),
+        _ => Ok(true),
+    }
 }
 
 async fn unlock_locked(
@@ -723,23 +752,11 @@ impl Vault {
     ) -> Result<Self> {
         let db_file = db_path(data_dir);
         let sql_key = mk.derive(KeyPurpose::Sqlcipher);
-        let st = state::detect_usable(&db_file)?;
-        let header_encrypted = match st {
-            FileState::Absent | FileState::Empty => env.db.encrypted,
-            FileState::Plaintext => false,
-            _ => true,
-        };
-        if header_encrypted != env.db.encrypted && st.is_present() {
-            // DB-6: the header decides; repair the envelope when we may write it.
-            tracing::warn!(
-                header_encrypted,
-                "key envelope disagreed with the database header; using the header"
-            );
-            env.db.encrypted = header_encrypted;
-            if lock.mode() == LockMode::Exclusive {
-                env.save(data_dir)?;
-            }
-        }
+        // A plaintext file where the envelope says "encrypted" is refused here, before it is
+        // opened. The other disagreement (an encrypted file, envelope "plaintext") is repaired
+        // below, once the vault's key has opened the file (DB-6).
+        let header_encrypted = header_says_encrypted(data_dir, &env)?;
+        let repair = header_encrypted != env.db.encrypted;
         let keying = if header_encrypted {
             Keying::RawKey {
                 key: &sql_key,
@@ -766,6 +783,21 @@ impl Vault {
             }
             Err(e) => return Err(e.into()),
         };
+        if repair {
+            // DB-6: the file opened with this vault's key, so it is encrypted and ours; record
+            // that when we may write the envelope.
+            tracing::warn!(
+                header_encrypted,
+                "key envelope disagreed with the database header; using the header"
+            );
+            env.db.encrypted = header_encrypted;
+            if lock.mode() == LockMode::Exclusive
+                && let Err(e) = env.save(data_dir)
+            {
+                db.close().await;
+                return Err(e);
+            }
+        }
         let check = async {
             let marker = if config_rows(db.pool()).await?.iter().any(|r| r == "mk_id") {
                 config_blob(db.pool(), "mk_id").await?
@@ -1058,7 +1090,7 @@ impl Vault {
     async fn reopen(&mut self) -> Result<()> {
         let db_file = db_path(&self.data_dir);
         let key = self.mk.derive(KeyPurpose::Sqlcipher);
-        let keying = if state::detect_usable(&db_file)? == FileState::EncryptedOrForeign {
+        let keying = if header_says_encrypted(&self.data_dir, &self.envelope)? {
             Keying::RawKey {
                 key: &key,
                 page_size: self.envelope.db.page_size,
@@ -1279,10 +1311,14 @@ async fn recover_rotation(
             ),
             Err(e) => return Err(e.into()),
         },
-        _ => (
-            Database::open(&db_file, Keying::Plaintext, OpenOptions::default()).await?,
-            true,
-        ),
+        _ => {
+            // Refuses a plaintext file that the envelope records as encrypted.
+            header_says_encrypted(data_dir, &current)?;
+            (
+                Database::open(&db_file, Keying::Plaintext, OpenOptions::default()).await?,
+                true,
+            )
+        }
     };
     let marker = config_blob(db.pool(), "mk_id").await;
     db.close().await;

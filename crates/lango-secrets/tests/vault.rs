@@ -848,3 +848,229 @@ async fn t46_exclusive_operations_refuse_while_another_process_holds_the_lock() 
     assert!(matches!(e, Error::Busy(_)), "{e}");
     node.close().await;
 }
+
+/// Writes `value` as the key envelope (mode 0600), as a tampering process would.
+fn write_envelope(dir: &std::path::Path, value: &serde_json::Value) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = lango_secrets::envelope::path_in(dir);
+    std::fs::write(&p, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// DB-6 / UN-7: a plaintext `lango.db` put where the envelope records an encrypted database
+/// is refused with a typed error that says how to proceed; the envelope is not rewritten to
+/// "plaintext" and nothing else changes. The planted file even carries this vault's mk_id
+/// marker (the mk_id is public), so only the header check can catch it.
+#[tokio::test]
+async fn db6_plaintext_database_under_an_encrypted_envelope_is_refused() {
+    let (_t, dir) = data_dir();
+    let cfg = config();
+    let v = unlock(&dir, &cfg, &Script::stdin(PASS), create())
+        .await
+        .unwrap();
+    v.secrets()
+        .unwrap()
+        .put("api.key", b"v1", Caller::Operator)
+        .await
+        .unwrap();
+    let mk_id = v.envelope().mk_id().0.to_vec();
+    v.close().await;
+    assert!(Envelope::load(&dir).unwrap().unwrap().db.encrypted);
+    assert_eq!(
+        state::detect(&db_path(&dir)).unwrap(),
+        FileState::EncryptedOrForeign
+    );
+
+    // Replace lango.db with a plaintext SQLite file that looks like this vault's database.
+    for side in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("lango.db{side}")));
+    }
+    let planted = lango_store::Database::open(
+        &db_path(&dir),
+        lango_store::Keying::Plaintext,
+        lango_store::OpenOptions {
+            create: true,
+            ..lango_store::OpenOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    for sql in [
+        "CREATE TABLE security_config (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        "INSERT INTO security_config VALUES ('format', CAST('v1' AS BLOB))",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(planted.pool())
+            .await
+            .unwrap();
+    }
+    sqlx::query("INSERT INTO security_config VALUES ('mk_id', ?1)")
+        .bind(mk_id)
+        .execute(planted.pool())
+        .await
+        .unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(planted.pool())
+        .await
+        .unwrap();
+    planted.close().await;
+    assert_eq!(state::detect(&db_path(&dir)).unwrap(), FileState::Plaintext);
+
+    let envelope_before = std::fs::read(lango_secrets::envelope::path_in(&dir)).unwrap();
+    let before = snapshot(&dir);
+    for opts in [
+        UnlockOptions::default(),
+        UnlockOptions {
+            exclusive: true,
+            ..UnlockOptions::default()
+        },
+    ] {
+        let e = unlock(&dir, &cfg, &Script::stdin(PASS), opts)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::PlaintextDatabase { path, .. } if path == &db_path(&dir)),
+            "{e}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("restore the encrypted lango.db"), "{msg}");
+        assert!(msg.contains("\"encrypted\": false"), "{msg}");
+        assert_eq!(
+            std::fs::read(lango_secrets::envelope::path_in(&dir)).unwrap(),
+            envelope_before,
+            "the key envelope must stay byte-identical"
+        );
+        assert!(snapshot(&dir) == before, "a refused unlock changed files");
+    }
+}
+
+/// The key envelope's slot count is bounded before any KDF runs (the per-slot KDF costs are
+/// bounded too). The extra slots come first and each asks for Argon2id at its per-slot maximum
+/// (1 GiB, 16 passes, 16 lanes): without the bound, unlock would grind through them and then
+/// open the real slot; with it, unlock is refused with a typed error and nothing changes.
+#[tokio::test]
+async fn envelope_with_too_many_slots_is_refused_before_any_kdf() {
+    let (_t, dir) = data_dir();
+    let cfg = config();
+    unlock(&dir, &cfg, &Script::stdin(PASS), create())
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let path = lango_secrets::envelope::path_in(&dir);
+    let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let real = good["slots"][0].clone();
+    let junk = |kind: &str, kdf: serde_json::Value| {
+        let mut s = real.clone();
+        s["id"] = serde_json::json!(uuid::Uuid::new_v4().to_string());
+        s["kind"] = serde_json::json!(kind);
+        s["kdf"] = kdf;
+        s
+    };
+    let huge = serde_json::json!({
+        "alg": "argon2id", "version": 19,
+        "m_kib": lango_crypto::kdf::ARGON2_MAX_M_KIB,
+        "t": lango_crypto::kdf::ARGON2_MAX_T,
+        "p": lango_crypto::kdf::ARGON2_MAX_P,
+    });
+    let mut too_many_passphrase = good.clone();
+    let mut slots: Vec<serde_json::Value> = (0..lango_secrets::envelope::MAX_PASSPHRASE_SLOTS)
+        .map(|_| junk("passphrase", huge.clone()))
+        .collect();
+    slots.push(real.clone());
+    too_many_passphrase["slots"] = serde_json::json!(slots);
+    let mut too_many_slots = good.clone();
+    let mut slots: Vec<serde_json::Value> = (0..lango_secrets::envelope::MAX_SLOTS)
+        .map(|_| junk("keyring", serde_json::json!({"alg": "hkdf-sha256"})))
+        .collect();
+    slots.push(real.clone());
+    too_many_slots["slots"] = serde_json::json!(slots);
+
+    for (what, env) in [("passphrase", too_many_passphrase), ("key", too_many_slots)] {
+        write_envelope(&dir, &env);
+        let before = snapshot(&dir);
+        let e = unlock(&dir, &cfg, &Script::stdin(PASS), UnlockOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::EnvelopeTooManySlots { what: w, .. } if *w == what),
+            "{what}: {e}"
+        );
+        assert!(e.to_string().contains("restore key-envelope.json"), "{e}");
+        assert!(snapshot(&dir) == before, "{what}: files changed");
+    }
+    // The original envelope still unlocks.
+    write_envelope(&dir, &good);
+    unlock(&dir, &cfg, &Script::stdin(PASS), UnlockOptions::default())
+        .await
+        .unwrap()
+        .close()
+        .await;
+}
+
+/// LK-1: concurrent first starts on an empty data directory. Exactly one creates the vault;
+/// the others are refused with `Busy`, and a refused start never removes the lock file the
+/// winner holds, so while the winner runs nobody else can lock the directory.
+#[test]
+fn concurrent_first_starts_one_wins_and_keeps_the_lock() {
+    const STARTS: usize = 6;
+    type Started = (
+        tokio::runtime::Runtime,
+        lango_secrets::Result<lango_secrets::Vault>,
+    );
+    for round in 0..20 {
+        let (_t, dir) = data_dir();
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(STARTS));
+        // Each start runs on its own thread with its own runtime, as separate processes would;
+        // the runtimes are built before the gate so the starts really race.
+        let tasks: Vec<_> = (0..STARTS)
+            .map(|_| {
+                let (dir, gate) = (dir.clone(), gate.clone());
+                std::thread::spawn(move || -> Started {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    let opts = UnlockOptions {
+                        allow_create: true,
+                        exclusive: true,
+                        ..UnlockOptions::default()
+                    };
+                    let cfg = config();
+                    let script = Script::stdin(PASS);
+                    gate.wait();
+                    let r = rt.block_on(unlock(&dir, &cfg, &script, opts));
+                    (rt, r)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.join().unwrap() {
+                (rt, Ok(v)) => winners.push((rt, v)),
+                (_, Err(Error::Busy(_))) => {}
+                (_, Err(e)) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one start wins");
+        let lock_file = dir.join(lango_store::lock::LOCK_FILE);
+        assert!(
+            lock_file.exists(),
+            "round {round}: a refused start removed the lock file"
+        );
+        for mode in [
+            lango_store::LockMode::Shared,
+            lango_store::LockMode::Exclusive,
+        ] {
+            assert!(
+                matches!(
+                    lango_store::DataDirLock::acquire(&dir, mode),
+                    Err(lango_store::Error::Busy(_))
+                ),
+                "round {round}: the directory could be locked ({mode:?}) while the winner runs"
+            );
+        }
+        let (rt, v) = winners.pop().unwrap();
+        rt.block_on(v.close());
+    }
+}
