@@ -327,3 +327,196 @@ fn secrets_and_the_wallet_key_are_kept_under_the_hsm_key() {
         "{err}"
     );
 }
+
+/// The rows of the secrets table, read by an independent SQLite client (Python's `sqlite3`,
+/// the database being unencrypted in this test): name, the provider tag byte of the stored
+/// blob's v1 header (`LGO`, version 1, tag), and the name of the registry key it is linked to.
+fn sealed_rows(n: &Node) -> Vec<(String, u8, String)> {
+    const SCRIPT: &str = "\
+import json, sqlite3, sys
+con = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)
+rows = con.execute(\"SELECT s.name, s.encrypted_value, COALESCE(k.name, '') FROM secrets s \
+LEFT JOIN keys k ON k.id = s.key_secrets ORDER BY s.name\").fetchall()
+print(json.dumps([[r[0], bytes(r[1]).hex(), r[2]] for r in rows]))
+";
+    let db = n.data_dir().join("lango.db");
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(&db)
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "sqlite3 client: {}", stderr(&out));
+    let rows: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let blob = r[1].as_str().unwrap();
+            assert_eq!(&blob[..8], "4c474f01", "not a v1 blob: {blob}");
+            (
+                r[0].as_str().unwrap().to_owned(),
+                u8::from_str_radix(&blob[8..10], 16).unwrap(),
+                r[2].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The v1 provider tags (lango-crypto `ProviderTag`).
+const TAG_LOCAL: u8 = 0x01;
+const TAG_PKCS11: u8 = 0x05;
+
+/// Issue 17: with the HSM's AES key deleted (the incident response of K-1), the default
+/// `fallbackToLocal = true` must not let `security secrets set` seal new values under the
+/// local master key. `kms status` names the key state; `secrets set` (new and existing names)
+/// and a first `p2p identity` (which would create the wallet key) fail with an error naming
+/// it; and the database holds exactly the row written before, sealed by the HSM.
+#[test]
+fn a_deleted_hsm_key_stops_new_secrets_instead_of_sealing_them_under_the_local_key() {
+    const TEST: &str =
+        "a_deleted_hsm_key_stops_new_secrets_instead_of_sealing_them_under_the_local_key";
+    if !ready(TEST) {
+        return;
+    }
+    if !component::require(
+        TEST,
+        "python3 (sqlite3 client)",
+        component::program("python3"),
+    ) {
+        return;
+    }
+    let token = Token::new();
+    let n = token.node();
+    n.keyfile("correct horse battery staple");
+    let config = n.data_dir().join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        !text.contains("fallbackToLocal"),
+        "the default (true) is what issue 17 is about"
+    );
+    text.push_str(
+        "\n[security.passphrase]\nkeepKeyfile = true\n[security.keyring]\nenabled = false\n\
+         [security.dbEncryption]\nenabled = false\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let set = |name: &str, value: &str| {
+        let mut child = n
+            .cmd()
+            .args(["security", "secrets", "set", name, "--stdin"])
+            .env("SOFTHSM2_CONF", &token.conf)
+            .env("LANGO_PKCS11_PIN", PIN)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(value.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    };
+
+    let out = set("api.before", "sealed-by-the-hsm");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        sealed_rows(&n),
+        [(
+            "api.before".to_owned(),
+            TAG_PKCS11,
+            "kms-default".to_owned()
+        )]
+    );
+
+    // The AES key is destroyed by an independent client.
+    tool(
+        &token.conf,
+        "pkcs11-tool",
+        &[
+            "--module",
+            MODULE,
+            "--login",
+            "--pin",
+            PIN,
+            "--delete-object",
+            "--type",
+            "secrkey",
+            "--label",
+            "lango-aes",
+        ],
+    );
+
+    // `kms status` tells a refused key from an unreachable KMS.
+    let out = token.run(&n, PIN, &["--json", "security", "kms", "status"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["status"], "key refused", "{v}");
+    assert_eq!(v["key_state"], "not found or invalid", "{v}");
+    assert_eq!(v["error_kind"], "InvalidKey", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no key with label \"lango-aes\"")),
+        "{v}"
+    );
+    let out = token.run(&n, PIN, &["security", "kms", "status"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("  Status:        key refused")
+            && text.contains("  Key state:     not found or invalid"),
+        "{text}"
+    );
+
+    // New values, a replaced value and a new wallet key are all refused, with the key state.
+    for (what, out) in [
+        ("a new secret", set("api.after", "must-not-be-stored")),
+        ("a replaced secret", set("api.before", "must-not-replace")),
+        (
+            "a new wallet key",
+            token.run(&n, PIN, &["--json", "p2p", "identity"]),
+        ),
+    ] {
+        assert!(
+            !out.status.success(),
+            "{what} was accepted with the HSM key deleted:\n{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains("key state: not found or invalid") && err.contains("lango-aes"),
+            "{what}: the error does not name the key state:\n{err}"
+        );
+    }
+
+    // Nothing was written: the only row is the one sealed by the HSM before.
+    let rows = sealed_rows(&n);
+    assert!(
+        rows.iter().all(|(_, tag, _)| *tag != TAG_LOCAL),
+        "a row is sealed under the local key: {rows:?}"
+    );
+    assert_eq!(
+        rows,
+        [(
+            "api.before".to_owned(),
+            TAG_PKCS11,
+            "kms-default".to_owned()
+        )]
+    );
+    // The store says the same.
+    let out = token.run(&n, PIN, &["--json", "security", "secrets", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let listed: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["key_name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("api.before", "kms-default")]);
+}

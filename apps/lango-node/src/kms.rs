@@ -277,7 +277,8 @@ impl Kms {
 
     /// The provider the secrets store uses: the KMS alone, or with the local key as fallback
     /// while the KMS is unreachable (`fallbackToLocal`; never for signatures, and never for a
-    /// denied or disabled key unless `fallbackMode = "any-error"`).
+    /// denied, disabled or deleted key unless `fallbackMode = "any-error"`: when the health
+    /// probe finds the key refused, new values are refused too, issue 17).
     pub fn for_store(&self, local: Arc<dyn CryptoProvider>) -> Arc<dyn CryptoProvider> {
         if self.config.fallback_to_local {
             Arc::new(

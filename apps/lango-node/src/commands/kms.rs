@@ -10,7 +10,7 @@ use lango_crypto::{
     aead::BlobPurpose,
     provider::{AeadContext, CryptoProvider},
 };
-use lango_kms::backend::KeyRole;
+use lango_kms::{Connection, backend::KeyRole};
 use serde_json::{Value, json};
 
 use crate::{
@@ -46,7 +46,9 @@ async fn status(ctx: &Context, config: &NodeConfig) -> Result<ExitCode> {
         "disabled"
     };
     let mut status = "not configured".to_owned();
+    let mut key_state = None;
     let mut error = None;
+    let mut error_kind = None;
     let mut latency_ms = None;
     if is_kms(provider) {
         match Kms::build(provider, kms).await {
@@ -54,12 +56,25 @@ async fn status(ctx: &Context, config: &NodeConfig) -> Result<ExitCode> {
             Ok(k) => {
                 let started = Instant::now();
                 let checker = k.checker();
-                if lango_kms::ConnectionChecker::is_connected(checker.as_ref()).await {
-                    status = "connected".into();
-                    latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-                } else {
-                    status = "unreachable".into();
-                    error = checker.last_error();
+                // Issue 17: an unreachable KMS and a key the KMS refuses are different states
+                // (the second stops the node from writing secrets), and both are shown.
+                let state = checker.state().await;
+                status = match &state {
+                    Connection::Up => {
+                        latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                        "connected"
+                    }
+                    Connection::Unreachable(_) => "unreachable",
+                    Connection::Refused(_) => "key refused",
+                }
+                .into();
+                key_state = Some(state.key_state());
+                if let Some(f) = state.failure() {
+                    error = Some(f.message.clone());
+                    error_kind = Some(match f.kms_kind {
+                        Some(k) => format!("{k:?}"),
+                        None => format!("{:?}", f.kind),
+                    });
                 }
                 k.backend.close().await;
             }
@@ -76,8 +91,14 @@ async fn status(ctx: &Context, config: &NodeConfig) -> Result<ExitCode> {
         if !kms.region.is_empty() {
             v["region"] = json!(kms.region);
         }
+        if let Some(k) = key_state {
+            v["key_state"] = json!(k);
+        }
         if let Some(e) = &error {
             v["error"] = json!(e);
+        }
+        if let Some(k) = &error_kind {
+            v["error_kind"] = json!(k);
         }
         if let Some(ms) = latency_ms {
             v["latency_ms"] = json!(ms);
@@ -92,6 +113,9 @@ async fn status(ctx: &Context, config: &NodeConfig) -> Result<ExitCode> {
         }
         output::line(format!("  Fallback:      {fallback}"));
         output::line(format!("  Status:        {status}"));
+        if let Some(k) = key_state {
+            output::line(format!("  Key state:     {k}"));
+        }
         if let Some(e) = &error {
             output::line(format!("  Error:         {e}"));
         }
