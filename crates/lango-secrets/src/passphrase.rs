@@ -143,7 +143,9 @@ pub fn read_line_with_timeout<R: Read + Send + 'static>(
     let spawned = std::thread::Builder::new()
         .name("lango-stdin".into())
         .spawn(move || {
-            let mut buf = Vec::with_capacity(128);
+            // Room for the longest line we look at (STDIN_MAX + 2 bytes: over-long lines are
+            // cut there), so the buffer never reallocates and leaves no copy behind.
+            let mut buf = Vec::with_capacity(STDIN_MAX + 2);
             let mut byte = [0u8; 1];
             let mut ok = true;
             loop {
@@ -330,6 +332,9 @@ mod tests {
         assert_eq!(r(long), None);
         let max: &'static [u8] = Box::leak(vec![b'a'; 1024].into_boxed_slice());
         assert_eq!(r(max).map(|s| s.len()), Some(1024));
+        // The line stays in the one buffer it was read into (no reallocation left copies).
+        let mut p = read_line_with_timeout(max, Duration::from_secs(5)).unwrap();
+        assert_eq!(p.expose_mut().capacity(), STDIN_MAX + 2);
     }
 
     /// The keyfile is read into one wiping buffer allocated once (KEYFILE_MAX + 1 bytes) and

@@ -1036,6 +1036,9 @@ impl Vault {
         progress: &(dyn Fn(Step) + Sync),
     ) -> Result<export::ExportReport> {
         self.require_exclusive()?;
+        // A plaintext file swapped in under an encrypted envelope is never "encrypted" (and so
+        // adopted) by db-migrate.
+        header_says_encrypted(&self.data_dir, &self.envelope)?;
         let db_file = db_path(&self.data_dir);
         let current = state::detect_usable(&db_file)?;
         let is_encrypted = current == FileState::EncryptedOrForeign;
