@@ -546,3 +546,63 @@ fn nix_is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// DB-6 / UN-7 through the CLI: an old plaintext copy of lango.db (from before `db-migrate`)
+/// restored over the encrypted database is refused by every command that unlocks, with what
+/// to do; `status` reports it without opening it; the key envelope stays byte-identical.
+#[test]
+fn plaintext_database_restored_under_an_encrypted_envelope_is_refused() {
+    let n = vault_with_keyfile();
+    let db = n.data_dir().join("lango.db");
+    let envelope = n.data_dir().join("key-envelope.json");
+    let run = |args: &[&str]| {
+        n.cmd()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = run(&["security", "db-decrypt", "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plaintext_copy = std::fs::read(&db).unwrap();
+    assert!(plaintext_copy.starts_with(b"SQLite format 3\0"));
+    let o = run(&["security", "db-migrate", "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(&db, &plaintext_copy).unwrap();
+    let envelope_before = std::fs::read(&envelope).unwrap();
+
+    for args in [
+        &["security", "secrets", "list"][..],
+        &["security", "secrets", "delete", "api.key", "--force"][..],
+        &["security", "status", "--unlock"][..],
+    ] {
+        let o = run(args);
+        assert!(!o.status.success(), "{args:?} accepted the plaintext file");
+        let err = stderr(&o);
+        assert!(
+            err.contains("is a plaintext SQLite database"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("restore the encrypted lango.db"),
+            "{args:?}: {err}"
+        );
+        assert!(!stdout(&o).contains("value-1"), "{args:?}");
+        assert_eq!(
+            std::fs::read(&envelope).unwrap(),
+            envelope_before,
+            "{args:?}: the key envelope was rewritten"
+        );
+        assert_eq!(std::fs::read(&db).unwrap(), plaintext_copy, "{args:?}");
+    }
+    let v = json(&run(&["--json", "security", "status"]));
+    assert!(
+        v["db_encryption"].as_str().unwrap().starts_with("refused:"),
+        "{v}"
+    );
+    assert!(
+        v["stored_secrets"].is_null(),
+        "status counted the refused file: {v}"
+    );
+    assert_eq!(std::fs::read(&envelope).unwrap(), envelope_before);
+}

@@ -203,7 +203,15 @@ async fn status(ctx: &Context, config: &NodeConfig, do_unlock: bool) -> Result<E
     let db_state = state::detect(&db_file)?;
     let cipher_version = lango_store::db::cipher_version().await.ok();
     let enabled = config.security.db_encryption.enabled;
+    // DB-6: a plaintext file where the key envelope records an encrypted database is refused
+    // by unlock; status says so and does not open it either.
+    let refused_plaintext =
+        db_state == FileState::Plaintext && env.as_ref().is_some_and(|e| e.db.encrypted);
     let db_encryption = match db_state {
+        FileState::Plaintext if refused_plaintext => {
+            "refused: lango.db is plaintext but the key envelope records an encrypted database"
+                .to_owned()
+        }
         FileState::EncryptedOrForeign => "encrypted (active)".to_owned(),
         FileState::Plaintext if enabled => "enabled (pending migration)".to_owned(),
         FileState::Plaintext => "disabled (plaintext)".to_owned(),
@@ -257,7 +265,7 @@ async fn status(ctx: &Context, config: &NodeConfig, do_unlock: bool) -> Result<E
         );
         v.close().await;
         Some(c)
-    } else if db_state == FileState::Plaintext {
+    } else if db_state == FileState::Plaintext && !refused_plaintext {
         plaintext_counts(&db_file).await
     } else if !db_state.is_present() {
         Some((0, 0))
