@@ -3,7 +3,12 @@
 //! peer calls a fork bomb on the other node through `p2p invoke`; from outside we count the
 //! processes of every sandbox uid and keep forking from the host the whole time. A call that
 //! outlasts the admin socket's own deadline reports the remote node's timeout.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 use std::{
     collections::HashMap,
