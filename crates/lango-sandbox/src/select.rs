@@ -239,7 +239,12 @@ pub async fn select(
             return none;
         }
     }
-    if selection.executor.is_none() && selection.runtime.is_none() && subprocess_chosen(cfg) {
+    // Only a serving node (the one that runs the self-test) re-checks; a status probe does not.
+    if self_test
+        && selection.executor.is_none()
+        && selection.runtime.is_none()
+        && subprocess_chosen(cfg)
+    {
         let reason = selection.error.clone().unwrap_or_default();
         selection.recovery = Some(Recovering::start(cfg, registry, worker, reason));
     }

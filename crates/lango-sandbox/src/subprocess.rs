@@ -202,7 +202,7 @@ fn probe_namespaces() -> Result<PathBuf, String> {
         .ok_or("no /usr/bin/true to probe with")?;
     let dir = std::env::temp_dir().join(format!("lango-sbx-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("probe dir: {e}"))?;
-    let args = bwrap_args(&dir, std::slice::from_ref(&truth));
+    let args = bwrap_args(&bwrap, &dir, std::slice::from_ref(&truth));
     let mut cmd = std::process::Command::new(&bwrap);
     if nix::unistd::geteuid().is_root() {
         // A root node runs bubblewrap as an unprivileged uid: probe the same way, with a uid
@@ -277,7 +277,21 @@ fn probe_cgroup() -> Result<(), String> {
 
 /// bubblewrap's arguments for a call whose writable directory is `workdir` and which needs
 /// the files in `extra` (the worker, a command tool's program) visible read-only.
-fn bwrap_args(workdir: &Path, extra: &[PathBuf]) -> Vec<OsString> {
+/// Whether this bubblewrap knows `--disable-userns` (0.8 and later), asked once.
+fn supports_disable_userns(bwrap: &Path) -> bool {
+    static CACHE: OnceLock<bool> = OnceLock::new();
+    *CACHE.get_or_init(|| {
+        std::process::Command::new(bwrap)
+            .arg("--help")
+            .env_clear()
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|o| contains(&o.stdout, b"--disable-userns"))
+    })
+}
+
+fn bwrap_args(bwrap: &Path, workdir: &Path, extra: &[PathBuf]) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
     push(&[
@@ -287,9 +301,6 @@ fn bwrap_args(workdir: &Path, extra: &[PathBuf]) -> Vec<OsString> {
         "--unshare-ipc",
         "--unshare-uts",
         "--unshare-cgroup-try",
-        // No nested user namespace (user.max_user_namespaces = 0 inside); seccomp refuses
-        // CLONE_NEWUSER as well.
-        "--disable-userns",
         "--die-with-parent",
         "--cap-drop",
         "ALL",
@@ -298,6 +309,11 @@ fn bwrap_args(workdir: &Path, extra: &[PathBuf]) -> Vec<OsString> {
     ]);
     if nix::unistd::geteuid().is_root() {
         push(&["--uid", SANDBOX_ID, "--gid", SANDBOX_ID]);
+    }
+    // No nested user namespace (user.max_user_namespaces = 0 inside). An older bubblewrap
+    // lacks the option; seccomp refuses CLONE_NEWUSER either way.
+    if supports_disable_userns(bwrap) {
+        push(&["--disable-userns"]);
     }
     for d in SYSTEM_DIRS {
         match std::fs::symlink_metadata(d) {
@@ -484,7 +500,7 @@ impl SubprocessExecutor {
         let mut cmd = match &self.report.namespaces {
             Ok(bwrap) => {
                 let mut c = Command::new(bwrap);
-                c.args(bwrap_args(workdir, extra));
+                c.args(bwrap_args(bwrap, workdir, extra));
                 c.arg(&self.opts.worker);
                 c
             }
