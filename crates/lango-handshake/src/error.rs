@@ -159,6 +159,11 @@ pub enum Error {
     /// pending for this peer (H-3, A-7). The stream is reset at once.
     #[error("too many handshakes in progress")]
     Busy,
+    /// The responder cannot take this handshake: the session store, or this peer's or this
+    /// address's share of it or of handshake attempts, is full (issue 17). Refused before
+    /// the responder verifies or signs anything; code `busy`, like [`Error::Busy`].
+    #[error("refused: {0}")]
+    Overloaded(String),
     /// A local resource failed: the session store is full or refused an argument, or the
     /// operating system's random source failed (H-5). Never caused by the peer's message.
     #[error("internal: {0}")]
@@ -205,7 +210,7 @@ impl Error {
             Self::Wallet(_) => "wallet",
             Self::Io { .. } => "io",
             Self::InvalidInput(_) => "invalid_input",
-            Self::Busy => "busy",
+            Self::Busy | Self::Overloaded(_) => "busy",
             Self::Revoked => "revoked",
             Self::Internal(_) => "internal",
         }
@@ -221,6 +226,7 @@ impl Error {
                 | Self::NonceCacheFull
                 | Self::Wallet(_)
                 | Self::Busy
+                | Self::Overloaded(_)
                 | Self::Internal(_)
         )
     }
@@ -254,6 +260,7 @@ impl Error {
             S::ExpiryNotInFuture => Self::AckExpired,
             S::AuthenticatedSessionExists => Self::AuthenticatedSessionExists,
             S::Cooldown { .. } => Self::Cooldown,
+            e @ (S::StoreFull { .. } | S::QuotaExceeded { .. }) => Self::Overloaded(e.to_string()),
             other => Self::Internal(format!("session store: {other}")),
         }
     }

@@ -48,6 +48,12 @@ use crate::wire::{
 pub const DEFAULT_MAX_CONCURRENT: usize = 64;
 /// Bound on incoming handshakes in progress from one remote peer ID (H-3).
 pub const DEFAULT_MAX_PER_PEER: usize = 4;
+/// Bound on incoming handshakes in progress from one remote IP address.
+pub const DEFAULT_MAX_PER_ADDR: usize = 16;
+/// Default incoming handshake attempts per minute from one remote peer ID.
+pub const DEFAULT_ATTEMPTS_PER_PEER: u32 = 120;
+/// Default incoming handshake attempts per minute from one remote IP address.
+pub const DEFAULT_ATTEMPTS_PER_ADDR: u32 = 1200;
 /// The longest handshake deadline [`HandshakeConfig::validate`] accepts.
 pub const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(600);
 /// The largest per-message limit [`HandshakeConfig::validate`] accepts.
@@ -72,6 +78,14 @@ pub struct HandshakeConfig {
     pub max_concurrent: usize,
     /// Incoming handshakes in progress per remote peer ID (H-3). Zero means 4.
     pub max_per_peer: usize,
+    /// Incoming handshakes in progress per remote IP address. Zero means 16.
+    pub max_per_addr: usize,
+    /// `p2p.handshakeAttemptsPerPeer`: incoming handshakes a remote peer ID may start per
+    /// minute. Zero means 120.
+    pub attempts_per_peer: u32,
+    /// `p2p.handshakeAttemptsPerAddr`: incoming handshakes a remote IP address may start per
+    /// minute. Zero means 1200.
+    pub attempts_per_addr: u32,
 }
 
 impl Default for HandshakeConfig {
@@ -84,6 +98,9 @@ impl Default for HandshakeConfig {
             pin_upgraded_peers: true,
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             max_per_peer: DEFAULT_MAX_PER_PEER,
+            max_per_addr: DEFAULT_MAX_PER_ADDR,
+            attempts_per_peer: DEFAULT_ATTEMPTS_PER_PEER,
+            attempts_per_addr: DEFAULT_ATTEMPTS_PER_ADDR,
         }
     }
 }
@@ -138,6 +155,20 @@ impl HandshakeConfig {
         (
             or(self.max_concurrent, DEFAULT_MAX_CONCURRENT),
             or(self.max_per_peer, DEFAULT_MAX_PER_PEER),
+        )
+    }
+
+    /// (concurrent per address, attempts per peer per minute, attempts per address per minute)
+    fn source_limits(&self) -> (usize, u32, u32) {
+        let or = |v: u32, d: u32| if v == 0 { d } else { v };
+        (
+            if self.max_per_addr == 0 {
+                DEFAULT_MAX_PER_ADDR
+            } else {
+                self.max_per_addr
+            },
+            or(self.attempts_per_peer, DEFAULT_ATTEMPTS_PER_PEER),
+            or(self.attempts_per_addr, DEFAULT_ATTEMPTS_PER_ADDR),
         )
     }
 }
@@ -218,24 +249,35 @@ async fn with_deadline<T>(
 struct Limits {
     total: usize,
     per_peer: HashMap<String, usize>,
+    per_addr: HashMap<String, usize>,
     approvals: HashSet<String>,
+    attempts_peer: crate::hooks::Quota,
+    attempts_addr: crate::hooks::Quota,
+}
+
+fn release(map: &mut HashMap<String, usize>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 /// A slot among the handshakes in progress; released on drop.
 struct Slot<'a> {
     limits: &'a Mutex<Limits>,
     peer: String,
+    addr: Option<String>,
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         let mut l = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
         l.total = l.total.saturating_sub(1);
-        if let Some(n) = l.per_peer.get_mut(&self.peer) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                l.per_peer.remove(&self.peer);
-            }
+        release(&mut l.per_peer, &self.peer);
+        if let Some(a) = &self.addr {
+            release(&mut l.per_addr, a);
         }
     }
 }
@@ -369,19 +411,52 @@ impl Responder {
             .total
     }
 
-    fn acquire(&self, peer: &str) -> Result<Slot<'_>, Error> {
+    fn acquire(&self, peer: &str, remote_addr: &str) -> Result<Slot<'_>, Error> {
         let (max_total, max_peer) = self.config.concurrency();
+        let (max_addr, attempts_peer, attempts_addr) = self.config.source_limits();
+        let addr = crate::hooks::ip_of_multiaddr(remote_addr);
         let mut l = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
         let per = l.per_peer.get(peer).copied().unwrap_or(0);
-        if l.total >= max_total || per >= max_peer {
+        let per_addr = addr.map_or(0, |a| l.per_addr.get(a).copied().unwrap_or(0));
+        if l.total >= max_total || per >= max_peer || per_addr >= max_addr {
             return Err(Error::Busy);
+        }
+        // Attempts per minute, per peer ID and per address (issue 17: fresh DIDs are free,
+        // handshakes are not).
+        let now = std::time::Instant::now();
+        let minute = Duration::from_secs(60);
+        if !l.attempts_peer.take(peer, attempts_peer, minute, now)
+            || addr.is_some_and(|a| !l.attempts_addr.take(a, attempts_addr, minute, now))
+        {
+            return Err(Error::Overloaded(
+                "handshake attempts from this peer or address".into(),
+            ));
         }
         l.total += 1;
         l.per_peer.insert(peer.to_owned(), per + 1);
+        if let Some(a) = addr {
+            l.per_addr.insert(a.to_owned(), per_addr + 1);
+        }
         Ok(Slot {
             limits: &self.limits,
             peer: peer.to_owned(),
+            addr: addr.map(str::to_owned),
         })
+    }
+
+    /// Issue 17, P-8 as amended: refuses, before anything is verified or signed, a handshake
+    /// whose session the store or a quota could not take.
+    fn precheck_store(&self, ctx: &StreamContext, claimed_did: &str) -> Result<(), Error> {
+        let ip = crate::hooks::ip_of_multiaddr(&ctx.remote_addr);
+        match self
+            .sessions
+            .may_admit_incoming(claimed_did, &ctx.remote_peer_id, ip)
+        {
+            Ok(()) => Ok(()),
+            // Cool-downs are refused by `admit` with their own code, after the DID is settled.
+            Err(lango_session::Error::Cooldown { .. }) => Ok(()),
+            Err(e) => Err(Error::from_session(e)),
+        }
     }
 
     fn acquire_approval(&self, peer: &str) -> Result<ApprovalSlot<'_>, Error> {
@@ -416,7 +491,7 @@ impl Responder {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let result = match self.acquire(&ctx.remote_peer_id) {
+        let result = match self.acquire(&ctx.remote_peer_id, &ctx.remote_addr) {
             Ok(_slot) => {
                 let deadline = self.config.effective_timeout();
                 if ctx.protocol.is_legacy() {
@@ -502,6 +577,8 @@ impl Responder {
         check_timestamp(ch.timestamp, self.clock.now())?;
         let nonce = require_nonce(&ch.nonce)?;
         self.nonce_cache.check(&nonce)?;
+        // Issue 17: a session the store cannot take is refused before any signature work.
+        self.precheck_store(ctx, &ch.sender_did)?;
 
         //
         let own_did = Did::from_public_key(&self.wallet.public_key().await?);
@@ -561,6 +638,7 @@ impl Responder {
                     authenticated,
                     channel_bound: false,
                     zk_verified: false,
+                    remote_ip: crate::hooks::ip_of_multiaddr(&ctx.remote_addr),
                 },
                 token,
                 unix_time(expires),
@@ -583,6 +661,11 @@ impl Responder {
         // P-3: version, algorithm, window, nonce length, replay, identity, signature.
         let hello: Hello = reader.read_message().await?;
         let nonce = v12::check_hello(&hello, self.clock.now())?;
+        // Issue 17 (P-8 as amended): refused before verifying or signing, with a `rejected`
+        // Result in place of the Proof so the initiator learns the code.
+        if let Err(e) = self.precheck_store(ctx, hello.sender_did.as_str()) {
+            return Err(refuse(reader.get_mut(), e).await);
+        }
         self.nonce_cache.check(&nonce)?;
         let init = v12::verify_hello(&hello, &binding)?;
         self.admit(
@@ -625,8 +708,11 @@ impl Responder {
         };
 
         // P-9: pin, then reply; if the reply cannot be written the session goes.
-        if let Some(pins) = &self.pins {
-            pins.record(info.peer_did.as_str(), remote);
+        if let Some(pins) = &self.pins
+            && !pins.record_incoming(info.peer_did.as_str(), remote, &ctx.remote_addr)
+        {
+            tracing::info!(event = "pin_not_recorded", peer = remote, did = %info.peer_did,
+                "downgrade pin not recorded: quota spent or the pin table is full");
         }
         let mut guard = CreatedSession {
             store: &self.sessions,
@@ -694,6 +780,7 @@ impl Responder {
                     authenticated: true,
                     channel_bound: true,
                     zk_verified: false,
+                    remote_ip: crate::hooks::ip_of_multiaddr(&ctx.remote_addr),
                 },
                 token.duplicate(),
                 unix_time(final_expiry),
@@ -703,12 +790,41 @@ impl Responder {
     }
 }
 
+/// Reads M2: a Proof, or a `rejected` Result from a responder that refused the Hello before
+/// doing any work (issue 17), reported as [`Error::RejectedByPeer`] with its code.
+async fn read_proof<S: AsyncRead + Unpin>(reader: &mut MessageReader<S>) -> Result<Proof, Error> {
+    let value: serde_json::Value = reader.read_message().await?;
+    let bytes = serde_json::to_vec(&value).map_err(|e| Error::Decode(e.to_string()))?;
+    if value.get("status").is_some() && value.get("signature").is_none() {
+        let result: HandshakeResult = crate::wire::decode_message(&bytes)?;
+        v12::check_result(&result, 0)?;
+        return Err(Error::Decode("a Result in place of the Proof".into()));
+    }
+    crate::wire::decode_message(&bytes)
+}
+
 /// Answers a refused 1.2 Finish with a `rejected` Result (best effort) and closes the stream.
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, e: Error) -> Error {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, e: Error) -> Error {
     let _ = write_message(stream, &HandshakeResult::rejected(&e)).await;
     let _ = stream.close().await;
+    // Give the initiator a moment to read the Result before the stream is dropped: dropping
+    // resets it, and a reset can overtake data still in flight. Bounded in time and bytes.
+    let linger = async {
+        let mut buf = [0u8; 256];
+        let mut budget = 4096usize;
+        while budget > 0 {
+            match futures::io::AsyncReadExt::read(stream, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => budget = budget.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, linger).await;
     e
 }
+
+/// How long a refusing responder waits for the initiator to close after a `rejected` Result.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
 /// A source of handshake nonces.
 pub type NonceSource = Arc<dyn Fn() -> Result<[u8; NONCE_SIZE], Error> + Send + Sync>;
@@ -920,6 +1036,7 @@ impl Initiator {
                 authenticated: true,
                 channel_bound: false,
                 zk_verified,
+                remote_ip: None,
             })
             .map_err(Error::from_session)?;
         let mut guard = CreatedSession {
@@ -983,7 +1100,7 @@ impl Initiator {
         write_message(reader.get_mut(), &hello).await?;
 
         // P-6
-        let proof: Proof = reader.read_message().await?;
+        let proof = read_proof(&mut reader).await?;
         let resp = v12::verify_proof(&proof, &binding, &init, expected_did)?;
         check_revoked(self.revocations.as_ref(), resp.did().as_str())?;
         // Z-4: after the signature, never instead of it.
@@ -1033,6 +1150,7 @@ impl Initiator {
                     authenticated: true,
                     channel_bound: true,
                     zk_verified,
+                    remote_ip: None,
                 },
                 token,
                 unix_time(final_expiry),

@@ -1109,14 +1109,73 @@ fn config_validation() {
 #[test]
 fn memory_pins_are_bounded_and_evict_the_least_recently_seen() {
     let pins = MemoryPins::new(2);
-    pins.record("did:a", "peer-a");
-    pins.record("did:b", "peer-b");
-    pins.record("did:a", "peer-a"); // a seen again: b is now the oldest
-    pins.record("did:c", "peer-c");
+    let addr = "/ip4/10.0.0.1/tcp/4001";
+    assert!(pins.record_incoming("did:a", "peer-a", addr));
+    assert!(pins.record_incoming("did:b", "peer-b", addr));
+    assert!(pins.record_incoming("did:a", "peer-a", addr)); // a seen again: b is now the oldest
+    assert!(pins.record_incoming("did:c", "peer-c", addr));
     assert_eq!(pins.len(), 2);
     assert!(pins.is_did_pinned("did:a") && pins.is_did_pinned("did:c"));
     assert!(!pins.is_did_pinned("did:b") && !pins.is_peer_pinned("peer-b"));
     assert!(pins.unpin("did:a"));
     assert!(!pins.is_did_pinned("did:a") && !pins.is_peer_pinned("peer-a"));
     assert!(!pins.unpin("did:a"));
+}
+
+/// Issue 17: newcomers never evict established pins, and one peer ID (or one address) pins
+/// only a few new DIDs per period.
+#[test]
+fn memory_pins_keep_established_pins_and_bound_newcomers_per_peer_and_address() {
+    use lango_handshake::hooks::PinPolicy;
+    let pins = MemoryPins::with_policy(PinPolicy {
+        capacity: 100,
+        new_per_peer: 10,
+        new_per_addr: 1000,
+        ..PinPolicy::default()
+    });
+    // The victim has a session here (the guard says so); an outgoing pin is sticky.
+    pins.set_guard(Arc::new(|did: &str| did == "did:victim"));
+    assert!(pins.record_incoming("did:victim", "peer-victim", "/ip4/10.0.0.9/tcp/1"));
+    pins.record("did:dialled", "peer-dialled");
+    // Ten thousand fresh DIDs from one peer ID: ten are pinned, the rest are not recorded.
+    let mut recorded = 0;
+    for i in 0..10_000 {
+        if pins.record_incoming(
+            &format!("did:sybil:{i}"),
+            "peer-mallory",
+            "/ip4/10.0.0.66/tcp/1",
+        ) {
+            recorded += 1;
+        }
+    }
+    assert_eq!(recorded, 10);
+    // From many peer IDs on one address, the table fills and newcomers evict only each other.
+    for i in 0..10_000 {
+        pins.record_incoming(
+            &format!("did:horde:{i}"),
+            &format!("peer-horde-{i}"),
+            "/ip4/10.0.0.67/tcp/1",
+        );
+    }
+    assert_eq!(pins.len(), 100);
+    assert!(pins.is_did_pinned("did:victim") && pins.is_peer_pinned("peer-victim"));
+    assert!(pins.is_did_pinned("did:dialled") && pins.is_peer_pinned("peer-dialled"));
+    assert!(pins.not_recorded() >= 9_990);
+    // The address quota: a thousand new pins from 10.0.0.67, then nothing more.
+    assert!(!pins.record_incoming("did:late", "peer-late", "/ip4/10.0.0.67/tcp/1"));
+    // With every pin established, a newcomer is not recorded rather than evicting one.
+    let full = MemoryPins::with_policy(PinPolicy {
+        capacity: 3,
+        ..PinPolicy::default()
+    });
+    full.set_guard(Arc::new(|_: &str| true));
+    for d in ["did:1", "did:2", "did:3"] {
+        assert!(full.record_incoming(d, d, "/ip4/10.0.0.1/tcp/1"));
+    }
+    assert!(!full.record_incoming("did:4", "did:4", "/ip4/10.0.0.2/tcp/1"));
+    assert!(
+        ["did:1", "did:2", "did:3"]
+            .iter()
+            .all(|d| full.is_did_pinned(d))
+    );
 }

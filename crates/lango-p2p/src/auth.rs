@@ -187,6 +187,10 @@ impl PeerAuth {
         ));
         nonce_cache.start().map_err(hs_err)?;
         let wallet: Arc<dyn lango_handshake::signer::Wallet> = opts.wallet.clone();
+        // A DID with a live session is established: its pin is never evicted by a newcomer.
+        let guard_sessions = opts.sessions.clone();
+        opts.pins
+            .add_guard(Arc::new(move |did: &str| guard_sessions.get(did).is_some()));
         let pins: Arc<dyn lango_handshake::hooks::DowngradePins> = Arc::new(opts.pins.clone());
         let revoked: Arc<dyn RevocationCheck> = Arc::new(opts.revocations.clone());
         let responder = Responder::new(

@@ -122,6 +122,10 @@ pub struct P2pConfig {
     pub handshake_max_message_bytes: usize,
     /// Most incoming handshakes in progress (4 per peer at most).
     pub handshake_max_concurrent: usize,
+    /// Incoming handshakes one remote peer ID may start per minute (0 means 120).
+    pub handshake_attempts_per_peer: u32,
+    /// Incoming handshakes one remote IP address may start per minute (0 means 1200).
+    pub handshake_attempts_per_addr: u32,
     /// Which incoming handshakes are approved.
     pub handshake_approval: HandshakeApproval,
     /// DIDs approved under `handshakeApproval = "allowlist"`.
@@ -206,6 +210,8 @@ impl Default for P2pConfig {
             handshake_pin_upgraded_peers: true,
             handshake_max_message_bytes: lango_handshake::wire::DEFAULT_MAX_MESSAGE_BYTES,
             handshake_max_concurrent: lango_handshake::exchange::DEFAULT_MAX_CONCURRENT,
+            handshake_attempts_per_peer: lango_handshake::exchange::DEFAULT_ATTEMPTS_PER_PEER,
+            handshake_attempts_per_addr: lango_handshake::exchange::DEFAULT_ATTEMPTS_PER_ADDR,
             handshake_approval: HandshakeApproval::Authenticated,
             handshake_allowed_dids: Vec::new(),
             nonce_cache_capacity: lango_handshake::nonce::DEFAULT_NONCE_CACHE_CAPACITY,
@@ -630,6 +636,8 @@ impl P2pConfig {
             auto_approve_known_peers: self.auto_approve_known_peers,
             pin_upgraded_peers: self.handshake_pin_upgraded_peers,
             max_concurrent: self.handshake_max_concurrent,
+            attempts_per_peer: self.handshake_attempts_per_peer,
+            attempts_per_addr: self.handshake_attempts_per_addr,
             ..HandshakeConfig::default()
         }
     }

@@ -687,6 +687,15 @@ impl Firewall {
         self
     }
 
+    /// Whether a rule names `peer_did` exactly (not through `"*"`): such a DID is
+    /// established on this node, and its downgrade pin is never evicted by a newcomer.
+    pub fn names_peer(&self, peer_did: &str) -> bool {
+        lock(&self.state)
+            .rules
+            .iter()
+            .any(|r| r.peer_did != ANY_PEER && r.peer_did == peer_did)
+    }
+
     /// The reputation threshold in effect.
     pub fn min_trust_score(&self) -> f64 {
         self.threshold

@@ -3,38 +3,109 @@
 //! A peer seen on `/lango/handshake/1.2.0-bound` is pinned: its DID and its node peer ID. From
 //! then on a legacy handshake claiming that DID, or arriving from (or dialled to) that peer
 //! ID, is refused, so a relaying attacker cannot force the weaker protocol. Pins live in
-//! memory ([`MemoryPins`], bounded, least-recently-seen evicted) and are written through to
-//! the `handshake_pins` table, so they survive restarts.
+//! memory ([`MemoryPins`]) and are written through to the `handshake_pins` table by one
+//! background writer, so they survive restarts.
+//!
+//! DIDs cost nothing to make, so the bound must not let newcomers flush established pins
+//! (issue 17, P-12 as amended): a pin whose DID has a live session, a firewall rule, a
+//! reputation record, or that this node dialled, is never evicted by a new pin; each remote
+//! peer ID and IP address may create only a few new pins per hour; and when nothing may be
+//! evicted the new pin is simply not recorded. Upkeep is O(log n) per handshake: the
+//! database sees one upsert per pin and one delete per eviction, never a table scan.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use lango_handshake::hooks::{DEFAULT_PIN_CAPACITY, DowngradePins, MemoryPins};
+use lango_handshake::hooks::{DowngradePins, MemoryPins, PinGuard, PinPolicy, PinSource};
 use sqlx::{Row, SqlitePool};
+use tokio::sync::mpsc;
 
 use crate::{Error, Result};
 
+/// Writes queued for the database, in order.
+const WRITE_QUEUE: usize = 8192;
+
+enum Write {
+    Upsert { did: String, peer_id: String },
+    Delete(String),
+}
+
 /// Persistent downgrade pins. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Pins {
     memory: Arc<MemoryPins>,
     pool: SqlitePool,
+    writes: mpsc::Sender<Write>,
+    /// DIDs established by a reputation record or a stored firewall rule.
+    protected: Arc<Mutex<HashSet<String>>>,
+    guards: Arc<Mutex<Vec<PinGuard>>>,
+}
+
+impl std::fmt::Debug for Pins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pins")
+            .field("memory", &self.memory)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pins {
-    /// Loads the pins, most recently seen first, up to the bound.
+    /// Loads the pins with the default bounds. Must run inside a tokio runtime (it starts
+    /// the writer task).
     pub async fn load(pool: SqlitePool) -> Result<Self> {
+        Self::load_with(pool, PinPolicy::default()).await
+    }
+
+    /// Loads the pins, most recently seen first, up to `policy.capacity`, and the DIDs that
+    /// hold a reputation record or a stored firewall rule (their pins are established).
+    pub async fn load_with(pool: SqlitePool, policy: PinPolicy) -> Result<Self> {
+        let memory = Arc::new(MemoryPins::with_policy(policy));
+        let capacity = memory.policy().capacity as i64;
         let rows =
             sqlx::query("SELECT did, peer_id FROM handshake_pins ORDER BY last_seen DESC LIMIT ?1")
-                .bind(DEFAULT_PIN_CAPACITY as i64)
+                .bind(capacity)
                 .fetch_all(&pool)
                 .await
                 .map_err(|e| Error::db("load handshake pins", e))?;
-        let memory = Arc::new(MemoryPins::new(DEFAULT_PIN_CAPACITY));
         // Oldest first, so the in-memory recency order matches the table's.
         for row in rows.iter().rev() {
-            memory.record(row.get::<&str, _>(0), row.get::<&str, _>(1));
+            memory.record_change(
+                row.get::<&str, _>(0),
+                row.get::<&str, _>(1),
+                PinSource::Restored,
+            );
         }
-        Ok(Self { memory, pool })
+        let established = sqlx::query(
+            "SELECT peer_did FROM peer_reputations \
+             UNION SELECT peer_did FROM firewall_rules WHERE peer_did <> '*' LIMIT ?1",
+        )
+        .bind(capacity)
+        .fetch_all(&pool)
+        .await
+        .map_err(|e| Error::db("load established DIDs", e))?;
+        let protected: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(
+            established.iter().map(|r| r.get::<String, _>(0)).collect(),
+        ));
+        let guards: Arc<Mutex<Vec<PinGuard>>> = Arc::default();
+        let (p, g) = (protected.clone(), guards.clone());
+        memory.set_guard(Arc::new(move |did: &str| {
+            p.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(did)
+                || g.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .any(|guard| guard(did))
+        }));
+        let (writes, rx) = mpsc::channel(WRITE_QUEUE);
+        tokio::spawn(writer(pool.clone(), rx));
+        Ok(Self {
+            memory,
+            pool,
+            writes,
+            protected,
+            guards,
+        })
     }
 
     /// The number of pinned DIDs.
@@ -45,6 +116,33 @@ impl Pins {
     /// Whether nothing is pinned.
     pub fn is_empty(&self) -> bool {
         self.memory.is_empty()
+    }
+
+    /// How many incoming pins were not recorded (quota spent, or the table full of
+    /// established pins).
+    pub fn not_recorded(&self) -> u64 {
+        self.memory.not_recorded()
+    }
+
+    /// Marks `did` established (a reputation record, a firewall rule, an operator action):
+    /// its pin is never evicted by a newcomer. Bounded by the pin capacity.
+    pub fn protect(&self, did: &str) {
+        let mut p = self
+            .protected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if p.len() < self.memory.policy().capacity {
+            p.insert(did.to_owned());
+        }
+    }
+
+    /// Adds a test of establishment (for example "has a live session", "has a firewall
+    /// rule"). It runs under the pins' lock: it must be quick and must not touch the pins.
+    pub fn add_guard(&self, guard: PinGuard) {
+        self.guards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(guard);
     }
 
     /// Removes the pin of `did` and of the peer ID recorded with it (operator action, e.g.
@@ -59,33 +157,54 @@ impl Pins {
         Ok(in_memory || r.rows_affected() > 0)
     }
 
-    async fn persist(pool: SqlitePool, did: String, peer_id: String) -> Result<()> {
-        let mut tx = pool
-            .begin()
+    fn record_source(&self, did: &str, peer_id: &str, source: PinSource<'_>) -> bool {
+        let change = self.memory.record_change(did, peer_id, source);
+        if let Some(evicted) = change.evicted {
+            self.queue(Write::Delete(evicted));
+        }
+        if change.recorded {
+            self.queue(Write::Upsert {
+                did: did.to_owned(),
+                peer_id: peer_id.to_owned(),
+            });
+        }
+        change.recorded
+    }
+
+    fn queue(&self, w: Write) {
+        if self.writes.try_send(w).is_err() {
+            tracing::warn!(
+                event = "pin_write_dropped",
+                "downgrade pin write queue full; the pin holds until restart"
+            );
+        }
+    }
+}
+
+/// The one writer of `handshake_pins`: applies writes in order, one statement each.
+async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Write>) {
+    while let Some(w) = rx.recv().await {
+        let r = match &w {
+            Write::Upsert { did, peer_id } => sqlx::query(
+                "INSERT INTO handshake_pins (did, peer_id, last_seen) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(did) DO UPDATE SET peer_id = excluded.peer_id, \
+                 last_seen = excluded.last_seen",
+            )
+            .bind(did)
+            .bind(peer_id)
+            .bind(crate::db_now())
+            .execute(&pool)
             .await
-            .map_err(|e| Error::db("record handshake pin", e))?;
-        sqlx::query(
-            "INSERT INTO handshake_pins (did, peer_id, last_seen) VALUES (?1, ?2, ?3) \
-             ON CONFLICT(did) DO UPDATE SET peer_id = excluded.peer_id, \
-             last_seen = excluded.last_seen",
-        )
-        .bind(&did)
-        .bind(&peer_id)
-        .bind(crate::db_now())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| Error::db("record handshake pin", e))?;
-        sqlx::query(
-            "DELETE FROM handshake_pins WHERE did NOT IN \
-             (SELECT did FROM handshake_pins ORDER BY last_seen DESC LIMIT ?1)",
-        )
-        .bind(DEFAULT_PIN_CAPACITY as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| Error::db("trim handshake pins", e))?;
-        tx.commit()
-            .await
-            .map_err(|e| Error::db("record handshake pin", e))
+            .map(|_| ()),
+            Write::Delete(did) => sqlx::query("DELETE FROM handshake_pins WHERE did = ?1")
+                .bind(did)
+                .execute(&pool)
+                .await
+                .map(|_| ()),
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "downgrade pin not persisted; it holds until restart");
+        }
     }
 }
 
@@ -101,15 +220,11 @@ impl DowngradePins for Pins {
     /// Pins in memory at once (the MUST: as long as the process), then writes through to the
     /// database in the background; a failed write is logged and the pin still holds.
     fn record(&self, did: &str, peer_id: &str) {
-        self.memory.record(did, peer_id);
-        let (pool, did, peer_id) = (self.pool.clone(), did.to_owned(), peer_id.to_owned());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = Self::persist(pool, did, peer_id).await {
-                    tracing::warn!(error = %e, "downgrade pin not persisted; it holds until restart");
-                }
-            });
-        }
+        self.record_source(did, peer_id, PinSource::Outgoing);
+    }
+
+    fn record_incoming(&self, did: &str, peer_id: &str, remote_addr: &str) -> bool {
+        self.record_source(did, peer_id, PinSource::Incoming { remote_addr })
     }
 }
 

@@ -132,6 +132,7 @@ fn fixture(o: Opts) -> Fixture {
             authenticated: true,
             channel_bound: true,
             zk_verified: false,
+            remote_ip: None,
         })
         .unwrap();
     let events = SecurityEventHandler::new(sessions.clone(), 5, 0.3);

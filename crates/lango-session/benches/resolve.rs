@@ -52,6 +52,7 @@ fn fixture() -> Fixture {
                 authenticated: true,
                 channel_bound: true,
                 zk_verified: false,
+                remote_ip: None,
             })
             .unwrap();
         keys.push((issued.token.expose().to_owned(), peer_id));

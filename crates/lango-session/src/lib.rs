@@ -58,6 +58,7 @@
 //!     authenticated: true,
 //!     channel_bound: true,
 //!     zk_verified: false,
+//!     remote_ip: None,
 //! })?;
 //! // The token goes on the wire, never into logs: formatting it prints "[redacted]".
 //! assert_eq!(issued.token.expose().len(), 64);
@@ -99,8 +100,9 @@ pub use invalidation::{
 };
 pub use session::{Issued, NewSession, Role, SessionInfo};
 pub use store::{
-    COOLDOWN_CAPACITY, DEFAULT_MAX_SESSIONS, EVENT_CHANNEL_CAPACITY, FAILURE_TRACKER_CAPACITY,
-    MAX_DID_LEN, MAX_PEER_ID_LEN, MAX_PROTOCOL_LEN, SessionStore, SessionStoreBuilder,
+    COOLDOWN_CAPACITY, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_ADDR,
+    DEFAULT_MAX_SESSIONS_PER_PEER, EVENT_CHANNEL_CAPACITY, FAILURE_TRACKER_CAPACITY, MAX_DID_LEN,
+    MAX_PEER_ID_LEN, MAX_PROTOCOL_LEN, SessionStore, SessionStoreBuilder,
 };
 pub use token::{SessionToken, TOKEN_HEX_LEN, TOKEN_RANDOM_BYTES};
 
@@ -139,6 +141,16 @@ pub enum Error {
     /// The store holds its maximum number of live sessions.
     #[error("session store is full ({max} live sessions)")]
     StoreFull {
+        /// The bound.
+        max: usize,
+    },
+    /// The remote peer ID or IP address holds its share of incoming sessions, or incoming
+    /// sessions fill their share of the store (the rest is kept for sessions this node
+    /// initiates).
+    #[error("session quota reached: {what} ({max})")]
+    QuotaExceeded {
+        /// Which quota: `per peer ID`, `per address`, `incoming`.
+        what: &'static str,
         /// The bound.
         max: usize,
     },

@@ -56,6 +56,9 @@ pub struct NewSession<'a> {
     /// A ZK ownership proof was verified. Always `false` from lango-rs handshakes (Z-4);
     /// kept for parity with the reference record.
     pub zk_verified: bool,
+    /// The remote IP address of the handshake connection, when known. Incoming sessions
+    /// count against the per-address quota under it.
+    pub remote_ip: Option<&'a str>,
 }
 
 /// A snapshot of a live session. It has no token field at all, so it can be logged,

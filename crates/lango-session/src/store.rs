@@ -1,6 +1,6 @@
 //! The session store (spec §3.7–§3.9).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -16,7 +16,7 @@ use crate::invalidation::{
     CallbackId, InvalidationCallback, InvalidationEvent, InvalidationReason, InvalidationRecord,
 };
 use crate::limits::{Cooldowns, FailureTracker};
-use crate::session::{Issued, NewSession, SessionInfo};
+use crate::session::{Issued, NewSession, Role, SessionInfo};
 use crate::token::{self, SessionToken};
 
 /// Default bound on live sessions. When the store is full, expired sessions are purged; if
@@ -24,6 +24,11 @@ use crate::token::{self, SessionToken};
 /// closed; no live session is ever evicted to make room). Replacing the session of a DID
 /// that already has one is always possible.
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// Default bound on incoming sessions held by one remote peer ID. DIDs cost nothing to
+/// make; a peer ID holding more than a few sessions is one peer minting identities.
+pub const DEFAULT_MAX_SESSIONS_PER_PEER: usize = 32;
+/// Default bound on incoming sessions held through one remote IP address.
+pub const DEFAULT_MAX_SESSIONS_PER_ADDR: usize = 512;
 /// Longest accepted peer DID, in bytes (a canonical `did:lango:` DID has 76).
 pub const MAX_DID_LEN: usize = 256;
 /// Longest accepted libp2p peer ID text, in bytes (an Ed25519 peer ID has 52).
@@ -73,6 +78,16 @@ struct Inner {
     cooldown: Duration,
     history_limit: usize,
     max_sessions: usize,
+    quotas: Quotas,
+}
+
+/// Bounds on incoming (responder-role) sessions.
+#[derive(Debug, Clone, Copy)]
+struct Quotas {
+    per_peer: usize,
+    per_addr: usize,
+    /// Most incoming sessions: `max_sessions` minus the room kept for outgoing ones.
+    incoming: usize,
 }
 
 struct State {
@@ -83,6 +98,10 @@ struct State {
     cooldowns: Cooldowns,
     failures: FailureTracker,
     next_id: u64,
+    /// Incoming sessions by remote peer ID and by remote IP address.
+    by_peer: HashMap<String, HashSet<String>>,
+    by_addr: HashMap<String, HashSet<String>>,
+    incoming: usize,
 }
 
 struct Entry {
@@ -91,6 +110,7 @@ struct Entry {
     token: SessionToken,
     index: [u8; 32],
     info: SessionInfo,
+    remote_ip: Option<String>,
 }
 
 /// Builder for a [`SessionStore`] with a non-default clock or session bound.
@@ -99,9 +119,33 @@ pub struct SessionStoreBuilder {
     config: SessionConfig,
     clock: Arc<dyn Clock>,
     max_sessions: usize,
+    per_peer: usize,
+    per_addr: usize,
+    outgoing_reserve: Option<usize>,
 }
 
 impl SessionStoreBuilder {
+    /// Sets the bound on incoming sessions per remote peer ID (default
+    /// [`DEFAULT_MAX_SESSIONS_PER_PEER`]; at least 1).
+    pub fn max_sessions_per_peer(mut self, max: usize) -> Self {
+        self.per_peer = max;
+        self
+    }
+
+    /// Sets the bound on incoming sessions per remote IP address (default
+    /// [`DEFAULT_MAX_SESSIONS_PER_ADDR`]; at least 1).
+    pub fn max_sessions_per_addr(mut self, max: usize) -> Self {
+        self.per_addr = max;
+        self
+    }
+
+    /// Sets how many of the `max_sessions` slots incoming sessions may never take, so this
+    /// node's own outgoing handshakes still find room (default: a tenth of the bound).
+    pub fn outgoing_reserve(mut self, reserve: usize) -> Self {
+        self.outgoing_reserve = Some(reserve);
+        self
+    }
+
     /// Uses `clock` for every time-dependent rule (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -123,9 +167,20 @@ impl SessionStoreBuilder {
         self.config
             .validate("p2p")
             .map_err(|problems| Error::Config(problems.join("; ")))?;
-        if self.max_sessions == 0 {
-            return Err(Error::Config("max_sessions must be at least 1".into()));
+        if self.max_sessions == 0 || self.per_peer == 0 || self.per_addr == 0 {
+            return Err(Error::Config(
+                "max_sessions and the per-peer and per-address quotas must be at least 1".into(),
+            ));
         }
+        let reserve = self
+            .outgoing_reserve
+            .unwrap_or(self.max_sessions / 10)
+            .min(self.max_sessions.saturating_sub(1));
+        let quotas = Quotas {
+            per_peer: self.per_peer,
+            per_addr: self.per_addr,
+            incoming: self.max_sessions - reserve,
+        };
         let token_key = SecretKey32::generate().map_err(|_| Error::Rng)?;
         let index_key = SecretKey32::generate().map_err(|_| Error::Rng)?;
         let decoy = token::mint_random(&token_key, "decoy")?;
@@ -140,6 +195,9 @@ impl SessionStoreBuilder {
                     cooldowns: Cooldowns::new(COOLDOWN_CAPACITY),
                     failures: FailureTracker::new(FAILURE_TRACKER_CAPACITY),
                     next_id: 0,
+                    by_peer: HashMap::new(),
+                    by_addr: HashMap::new(),
+                    incoming: 0,
                 }),
                 callbacks: Mutex::new(Vec::new()),
                 next_callback: AtomicU64::new(0),
@@ -152,6 +210,7 @@ impl SessionStoreBuilder {
                 cooldown: self.config.effective_revoke_cooldown(),
                 history_limit,
                 max_sessions: self.max_sessions,
+                quotas,
             }),
         })
     }
@@ -181,6 +240,9 @@ impl SessionStore {
             config: config.clone(),
             clock: Arc::new(SystemClock),
             max_sessions: DEFAULT_MAX_SESSIONS,
+            per_peer: DEFAULT_MAX_SESSIONS_PER_PEER,
+            per_addr: DEFAULT_MAX_SESSIONS_PER_ADDR,
+            outgoing_reserve: None,
         }
     }
 
@@ -288,7 +350,7 @@ impl SessionStore {
     ) -> Result<SessionInfo, Error> {
         let index = token::index_key(&self.inner.index_key, token.expose());
         let mut st = self.lock();
-        st.admit(new, now, self.inner.max_sessions)?;
+        st.admit(new, now, self.inner.max_sessions, self.inner.quotas)?;
         if let Some(owner) = st.by_token.get(&index)
             && owner != new.peer_did
         {
@@ -312,11 +374,13 @@ impl SessionStore {
             token,
             index,
             info: info.clone(),
+            remote_ip: new.remote_ip.map(str::to_owned),
         };
         // The replaced session (if any) is dropped here, which wipes its token; the old
         // token's index entry is removed with it.
         let replaced = st.remove_session(new.peer_did);
         st.by_token.insert(index, new.peer_did.to_owned());
+        st.account(&entry, true);
         st.sessions.insert(new.peer_did.to_owned(), entry);
         drop(st);
         drop(replaced);
@@ -473,6 +537,38 @@ impl SessionStore {
     pub fn may_handshake(&self, peer_did: &str, peer_id: &str) -> Result<(), Error> {
         let now = self.now();
         self.lock().cooldowns.check(peer_did, peer_id, now)
+    }
+
+    /// Whether an incoming session for `claimed_did` from `peer_id` at `remote_ip` would
+    /// be admitted now: cool-downs, the store bound, the room kept for outgoing sessions and
+    /// the per-peer and per-address quotas. The responder asks before it verifies or signs
+    /// anything, so a handshake the store cannot take costs it nothing; the insert checks
+    /// again atomically. Nothing is reserved.
+    pub fn may_admit_incoming(
+        &self,
+        claimed_did: &str,
+        peer_id: &str,
+        remote_ip: Option<&str>,
+    ) -> Result<(), Error> {
+        let now = self.now();
+        let new = NewSession {
+            peer_did: claimed_did,
+            peer_id,
+            protocol: "-",
+            role: Role::Responder,
+            // The most permissive shape: the replacement rules are the insert's business.
+            authenticated: true,
+            channel_bound: true,
+            zk_verified: false,
+            remote_ip,
+        };
+        self.lock()
+            .admit(&new, now, self.inner.max_sessions, self.inner.quotas)
+    }
+
+    /// Incoming sessions held for `peer_id` (live or not yet purged).
+    pub fn incoming_for_peer(&self, peer_id: &str) -> usize {
+        self.lock().by_peer.get(peer_id).map_or(0, HashSet::len)
     }
 
     /// Invalidates `peer_did`'s session (V-2). Returns whether a live session existed.
@@ -801,7 +897,71 @@ impl State {
         let entry = self.sessions.remove(did)?;
         self.by_token.remove(&entry.index);
         self.failures.forget(did);
+        self.account(&entry, false);
         Some(entry)
+    }
+
+    /// Adds (`add`) or removes an incoming session from the quota indexes.
+    fn account(&mut self, entry: &Entry, add: bool) {
+        if entry.info.role != Role::Responder {
+            return;
+        }
+        let did = &entry.info.peer_did;
+        let keys = [
+            (&mut self.by_peer, Some(entry.info.peer_id.as_str())),
+            (&mut self.by_addr, entry.remote_ip.as_deref()),
+        ];
+        for (map, key) in keys {
+            let Some(key) = key else { continue };
+            if add {
+                map.entry(key.to_owned()).or_default().insert(did.clone());
+            } else if let Some(set) = map.get_mut(key) {
+                set.remove(did);
+                if set.is_empty() {
+                    map.remove(key);
+                }
+            }
+        }
+        if add {
+            self.incoming += 1;
+        } else {
+            self.incoming = self.incoming.saturating_sub(1);
+        }
+    }
+
+    /// Removes the expired sessions among `dids` (a quota's members; bounded by the quota).
+    fn purge_among(&mut self, dids: Vec<String>, now: SystemTime) {
+        for did in dids {
+            if self
+                .sessions
+                .get(&did)
+                .is_some_and(|e| is_expired(&e.info, now))
+            {
+                let _wiped = self.remove_session(&did);
+            }
+        }
+    }
+
+    /// Whether `key`'s set in the quota map `which` is below `max`, after purging its
+    /// expired members.
+    fn under_quota(&mut self, which: QuotaKind, key: &str, max: usize, now: SystemTime) -> bool {
+        let map = match which {
+            QuotaKind::Peer => &self.by_peer,
+            QuotaKind::Addr => &self.by_addr,
+        };
+        let Some(set) = map.get(key) else {
+            return true;
+        };
+        if set.len() < max {
+            return true;
+        }
+        let members: Vec<String> = set.iter().cloned().collect();
+        self.purge_among(members, now);
+        let map = match which {
+            QuotaKind::Peer => &self.by_peer,
+            QuotaKind::Addr => &self.by_addr,
+        };
+        map.get(key).map_or(0, HashSet::len) < max
     }
 
     fn purge_expired(&mut self, now: SystemTime) -> Vec<Entry> {
@@ -818,8 +978,15 @@ impl State {
     }
 
     /// Admission rules for a new session, checked under the lock right before the insert.
-    fn admit(&mut self, new: &NewSession<'_>, now: SystemTime, max: usize) -> Result<(), Error> {
+    fn admit(
+        &mut self,
+        new: &NewSession<'_>,
+        now: SystemTime,
+        max: usize,
+        quotas: Quotas,
+    ) -> Result<(), Error> {
         self.cooldowns.check(new.peer_did, new.peer_id, now)?;
+        let mut same_slot = false;
         if let Some(existing) = self.live(new.peer_did, now) {
             let e = &existing.info;
             // P-11: a channel-bound session is replaced only by another channel-bound one.
@@ -830,16 +997,57 @@ impl State {
             if downgrade || spoof {
                 return Err(Error::AuthenticatedSessionExists);
             }
-            return Ok(());
+            // A replacement from the same peer, address and role takes no new slot.
+            same_slot = e.role == new.role
+                && e.peer_id == new.peer_id
+                && existing.remote_ip.as_deref() == new.remote_ip;
+            if new.role == Role::Initiator || same_slot {
+                return Ok(());
+            }
         }
-        if self.sessions.len() >= max {
+        let replacing = self.sessions.contains_key(new.peer_did);
+        if !replacing && self.sessions.len() >= max {
             let _wiped = self.purge_expired(now);
         }
-        if self.sessions.len() >= max {
+        if !replacing && self.sessions.len() >= max {
             return Err(Error::StoreFull { max });
+        }
+        if new.role != Role::Responder || same_slot {
+            return Ok(());
+        }
+        // Incoming: the room kept for outgoing sessions, then the per-peer and per-address
+        // quotas (issue 17: one peer ID minting DIDs must not fill the store).
+        if self.incoming >= quotas.incoming {
+            let _wiped = self.purge_expired(now);
+            if self.incoming >= quotas.incoming {
+                return Err(Error::QuotaExceeded {
+                    what: "incoming sessions",
+                    max: quotas.incoming,
+                });
+            }
+        }
+        if !self.under_quota(QuotaKind::Peer, new.peer_id, quotas.per_peer, now) {
+            return Err(Error::QuotaExceeded {
+                what: "sessions per peer ID",
+                max: quotas.per_peer,
+            });
+        }
+        if let Some(ip) = new.remote_ip
+            && !self.under_quota(QuotaKind::Addr, ip, quotas.per_addr, now)
+        {
+            return Err(Error::QuotaExceeded {
+                what: "sessions per address",
+                max: quotas.per_addr,
+            });
         }
         Ok(())
     }
+}
+
+#[derive(Clone, Copy)]
+enum QuotaKind {
+    Peer,
+    Addr,
 }
 
 /// S-8: expired when `now > expires_at` (strict).

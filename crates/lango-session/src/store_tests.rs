@@ -31,6 +31,7 @@ fn new<'a>(did: &'a str, peer: &'a str) -> NewSession<'a> {
         authenticated: true,
         channel_bound: false,
         zk_verified: false,
+        remote_ip: None,
     }
 }
 

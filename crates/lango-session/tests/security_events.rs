@@ -226,6 +226,8 @@ fn failure_tracker_is_bounded_lru() {
     let store = SessionStore::builder(&config())
         .clock(clock)
         .max_sessions(FAILURE_TRACKER_CAPACITY + extra)
+        .max_sessions_per_peer(usize::MAX)
+        .outgoing_reserve(0)
         .build()
         .unwrap();
     let h = SecurityEventHandler::new(store.clone(), 5, 0.3);

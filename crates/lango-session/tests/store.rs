@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use lango_session::{
-    DEFAULT_MAX_SESSIONS, Error, InvalidationReason, Role, SessionConfig, SessionStore,
+    DEFAULT_MAX_SESSIONS, Error, InvalidationReason, NewSession, Role, SessionConfig, SessionStore,
     SessionToken,
 };
 
@@ -487,4 +487,64 @@ fn clones_share_one_store() {
     assert!(store.resolve(issued.token.expose(), PEER_A).is_ok());
     store.invalidate(&did(1), InvalidationReason::Logout);
     assert!(other.get(&did(1)).is_none());
+}
+
+/// Issue 17: one peer ID (or one address) holds only its quota of incoming sessions, and
+/// incoming sessions never take the room kept for this node's own outgoing handshakes.
+#[test]
+fn incoming_quotas_per_peer_and_address_and_the_outgoing_reserve_hold() {
+    let store = SessionStore::builder(&config())
+        .max_sessions(100)
+        .max_sessions_per_peer(5)
+        .max_sessions_per_addr(40)
+        .outgoing_reserve(10)
+        .build()
+        .unwrap();
+    let quota = |e: Result<_, Error>| matches!(e, Err(Error::QuotaExceeded { .. }));
+    // Hundreds of fresh DIDs from one peer ID: five sessions.
+    let ok = (0..500)
+        .filter(|i| store.create(legacy(&did(*i), "peer-mallory")).is_ok())
+        .count();
+    assert_eq!(ok, 5);
+    assert!(quota(store.may_admit_incoming(
+        &did(999),
+        "peer-mallory",
+        None
+    )));
+    // Fresh peer IDs behind one address: forty.
+    let ip = Some("10.0.0.66");
+    let ok = (1000..1500)
+        .filter(|i| {
+            let peer = format!("peer-{i}");
+            store
+                .create(NewSession {
+                    remote_ip: ip,
+                    ..legacy(&did(*i), &peer)
+                })
+                .is_ok()
+        })
+        .count();
+    assert_eq!(ok, 40);
+    // Fresh peer IDs and addresses: incoming sessions stop at 90 of 100 …
+    let ok = (2000..2200)
+        .filter(|i| {
+            let (peer, ip) = (format!("peer-{i}"), format!("10.1.{}.{}", i / 256, i % 256));
+            store
+                .create(NewSession {
+                    remote_ip: Some(&ip),
+                    ..legacy(&did(*i), &peer)
+                })
+                .is_ok()
+        })
+        .count();
+    assert_eq!(ok, 90 - 45);
+    // … and this node's own outgoing handshakes still find room.
+    for i in 3000..3010 {
+        store
+            .create(NewSession {
+                role: Role::Initiator,
+                ..bound(&did(i), &format!("peer-out-{i}"))
+            })
+            .expect("an outgoing session fits in the reserve");
+    }
 }

@@ -433,6 +433,10 @@ async fn run_node(
             return Err(e);
         }
     };
+    // A DID the firewall names is established: its downgrade pin outlives newcomers.
+    let fw = firewall.clone();
+    auth.pins()
+        .add_guard(Arc::new(move |did: &str| fw.names_peer(did)));
     let services = Arc::new(Services {
         node: node.clone(),
         auth,

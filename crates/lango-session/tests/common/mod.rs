@@ -53,6 +53,7 @@ pub fn legacy<'a>(did: &'a str, peer: &'a str) -> NewSession<'a> {
         authenticated: true,
         channel_bound: false,
         zk_verified: false,
+        remote_ip: None,
     }
 }
 
