@@ -548,7 +548,11 @@ impl Responder {
                 .as_ref()
                 .is_some_and(|e| e.authenticated && (claim.authenticated || e.peer_id == remote));
         if !known && let Some(hook) = &self.approval {
-            let _pending_slot = self.acquire_approval(remote)?;
+            let _pending_slot = if hook.is_interactive() {
+                Some(self.acquire_approval(remote)?)
+            } else {
+                None
+            };
             let pending = PendingHandshake {
                 peer_id: remote.to_owned(),
                 peer_did: claim.did.to_owned(),

@@ -50,6 +50,13 @@ fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
 pub trait ApprovalHook: Send + Sync {
     /// Asks for approval.
     async fn approve(&self, pending: &PendingHandshake) -> Result<bool, String>;
+
+    /// Whether a human may be asked (a prompt per handshake). Only then is one pending
+    /// approval per peer enforced; an automatic policy answers at once and the H-3
+    /// bound of 4 handshakes per peer applies alone (issue 17).
+    fn is_interactive(&self) -> bool {
+        true
+    }
 }
 
 /// What a ZK ownership check concluded.

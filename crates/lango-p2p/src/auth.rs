@@ -144,6 +144,11 @@ impl PolicyApproval {
 
 #[async_trait]
 impl ApprovalHook for PolicyApproval {
+    /// A policy, not a person: no per-peer prompt slot (A-7 is about prompts).
+    fn is_interactive(&self) -> bool {
+        false
+    }
+
     async fn approve(&self, p: &PendingHandshake) -> std::result::Result<bool, String> {
         if self.policy == HandshakeApproval::Deny {
             return Ok(false);

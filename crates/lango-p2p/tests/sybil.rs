@@ -125,6 +125,17 @@ struct Tally {
 /// Mallory's node runs `count` 1.2 handshakes with `target`, each with a fresh DID, proposing
 /// sessions of `ttl`, all from her one peer ID.
 async fn flood(mallory: &Peer, target: PeerId, count: usize, ttl: Duration) -> Tally {
+    flood_n(mallory, target, count, ttl, 1).await
+}
+
+/// [`flood`] with `parallel` handshakes in flight at once.
+async fn flood_n(
+    mallory: &Peer,
+    target: PeerId,
+    count: usize,
+    ttl: Duration,
+    parallel: usize,
+) -> Tally {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let local = mallory.node.peer_id();
     let results: Vec<Result<(), lango_handshake::Error>> = stream::iter(0..count)
@@ -156,8 +167,7 @@ async fn flood(mallory: &Peer, target: PeerId, count: usize, ttl: Duration) -> T
                 initiator.initiate(s, &ctx, None).await.map(|_| ())
             }
         })
-        // One at a time: the bound under test is the store or the pins, not H-3.
-        .buffer_unordered(1)
+        .buffer_unordered(parallel)
         .collect()
         .await;
     let mut t = Tally::default();
@@ -362,4 +372,22 @@ async fn fresh_dids_from_one_peer_cannot_fill_the_session_store() {
         .await
         .expect("the node's own connect works after the flood");
     assert_eq!(s.peer_did, outgoing.did());
+}
+
+/// Defence 5 (H-3, A-7): under the automatic `authenticated` policy, two handshakes in flight
+/// from one peer are both served; one pending approval per peer applies to prompts only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handshakes_in_flight_from_one_peer_are_both_served() {
+    let (node, peer) = (Peer::start().await, Peer::start().await);
+    let config = flood_config();
+    let sessions = SessionStore::builder(&config.session_config())
+        .max_sessions_per_peer(100_000)
+        .build()
+        .unwrap();
+    let pins = Pins::load(node.db.pool().clone()).await.unwrap();
+    let auth_node = node.auth_with(config, sessions, pins).await;
+    peer.dial(&node).await;
+    let t = flood_n(&peer, node.node.peer_id(), 60, Duration::from_secs(3600), 2).await;
+    assert_eq!(t.ok, 60, "{} ok, other: {:?}", t.ok, t.other);
+    assert_eq!(auth_node.sessions().len(), 60);
 }

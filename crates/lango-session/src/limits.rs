@@ -9,14 +9,22 @@ use crate::Error;
 
 /// DIDs and peer IDs refused new sessions until a deadline.
 ///
-/// Bounded: each of the two maps holds at most `capacity` entries. When a map is full,
-/// expired entries are dropped first; if it is still full, the entry whose cool-down ends
-/// soonest is dropped (it has the least protection left to lose).
+/// Bounded: each of the two maps holds at most `capacity` automatic entries. When a map is
+/// full, expired entries are dropped first; if it is still full, the automatic entry whose
+/// cool-down ends soonest is dropped. A manual revoke's cool-down is never dropped to make
+/// room (issue 17: cheap invalidations must not end an operator's revoke early); operator
+/// actions are few, so they may exceed the bound.
 #[derive(Debug)]
 pub(crate) struct Cooldowns {
     capacity: usize,
-    by_did: HashMap<String, SystemTime>,
-    by_peer: HashMap<String, SystemTime>,
+    by_did: HashMap<String, Cool>,
+    by_peer: HashMap<String, Cool>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cool {
+    until: SystemTime,
+    manual: bool,
 }
 
 impl Cooldowns {
@@ -37,9 +45,32 @@ impl Cooldowns {
         until: SystemTime,
         now: SystemTime,
     ) {
-        insert_bounded(&mut self.by_did, self.capacity, did, until, now);
+        self.add_entry(did, peer_id, until, now, false);
+    }
+
+    /// As [`add`](Self::add), for an operator's revoke: never evicted to make room.
+    pub(crate) fn add_manual(
+        &mut self,
+        did: &str,
+        peer_id: Option<&str>,
+        until: SystemTime,
+        now: SystemTime,
+    ) {
+        self.add_entry(did, peer_id, until, now, true);
+    }
+
+    fn add_entry(
+        &mut self,
+        did: &str,
+        peer_id: Option<&str>,
+        until: SystemTime,
+        now: SystemTime,
+        manual: bool,
+    ) {
+        let c = Cool { until, manual };
+        insert_bounded(&mut self.by_did, self.capacity, did, c, now);
         if let Some(p) = peer_id {
-            insert_bounded(&mut self.by_peer, self.capacity, p, until, now);
+            insert_bounded(&mut self.by_peer, self.capacity, p, c, now);
         }
     }
 
@@ -58,8 +89,8 @@ impl Cooldowns {
 
     /// Drops every cool-down that has ended.
     pub(crate) fn purge(&mut self, now: SystemTime) {
-        self.by_did.retain(|_, until| now < *until);
-        self.by_peer.retain(|_, until| now < *until);
+        self.by_did.retain(|_, c| now < c.until);
+        self.by_peer.retain(|_, c| now < c.until);
     }
 
     pub(crate) fn len(&self) -> (usize, usize) {
@@ -67,9 +98,9 @@ impl Cooldowns {
     }
 }
 
-fn active(map: &mut HashMap<String, SystemTime>, key: &str, now: SystemTime) -> Option<SystemTime> {
+fn active(map: &mut HashMap<String, Cool>, key: &str, now: SystemTime) -> Option<SystemTime> {
     match map.get(key) {
-        Some(until) if now < *until => Some(*until),
+        Some(c) if now < c.until => Some(c.until),
         Some(_) => {
             map.remove(key);
             None
@@ -79,28 +110,39 @@ fn active(map: &mut HashMap<String, SystemTime>, key: &str, now: SystemTime) -> 
 }
 
 fn insert_bounded(
-    map: &mut HashMap<String, SystemTime>,
+    map: &mut HashMap<String, Cool>,
     capacity: usize,
     key: &str,
-    until: SystemTime,
+    new: Cool,
     now: SystemTime,
 ) {
     if let Some(existing) = map.get_mut(key) {
-        if until > *existing {
-            *existing = until;
+        if new.until > existing.until {
+            existing.until = new.until;
         }
+        existing.manual |= new.manual;
         return;
     }
     if map.len() >= capacity {
-        map.retain(|_, u| now < *u);
+        map.retain(|_, c| now < c.until);
     }
     if map.len() >= capacity {
-        let soonest = map.iter().min_by_key(|(_, u)| **u).map(|(k, _)| k.clone());
-        if let Some(k) = soonest {
-            map.remove(&k);
+        let soonest = map
+            .iter()
+            .filter(|(_, c)| !c.manual)
+            .min_by_key(|(_, c)| c.until)
+            .map(|(k, _)| k.clone());
+        match soonest {
+            Some(k) => {
+                map.remove(&k);
+            }
+            // Only operator revokes are held: an automatic newcomer is not recorded rather
+            // than ending one of them early.
+            None if !new.manual => return,
+            None => {}
         }
     }
-    map.insert(key.to_owned(), until);
+    map.insert(key.to_owned(), new);
 }
 
 /// Consecutive failures per DID, for the session that DID has now.

@@ -826,7 +826,12 @@ impl SessionStore {
         let peer_id = removed.map(|e| e.info.peer_id.clone());
         if reason.starts_cooldown() {
             let until = add_saturating(now, self.inner.cooldown);
-            st.cooldowns.add(peer_did, peer_id.as_deref(), until, now);
+            if reason == InvalidationReason::ManualRevoke {
+                st.cooldowns
+                    .add_manual(peer_did, peer_id.as_deref(), until, now);
+            } else {
+                st.cooldowns.add(peer_did, peer_id.as_deref(), until, now);
+            }
         }
         InvalidationEvent {
             record,

@@ -363,3 +363,28 @@ fn configured_cooldown_is_used() {
     clock.advance(Duration::from_secs(1));
     assert!(store.may_handshake(&did(1), PEER_A).is_ok());
 }
+
+/// Issue 17: ten thousand cheap invalidations (fresh DIDs, each one revoke cool-down) do not
+/// end an operator's manual revoke early.
+#[test]
+fn a_manual_revoke_outlasts_ten_thousand_cheap_invalidations() {
+    let (store, clock) = store();
+    let victim = did(1);
+    store.create(legacy(&victim, PEER_A)).unwrap();
+    assert!(store.invalidate(&victim, InvalidationReason::ManualRevoke));
+    clock.advance(std::time::Duration::from_secs(1));
+    for i in 0..lango_session::COOLDOWN_CAPACITY + 10 {
+        store.invalidate(&did(100_000 + i), InvalidationReason::ReputationDrop);
+    }
+    assert!(
+        matches!(
+            store.may_handshake(&victim, PEER_B),
+            Err(Error::Cooldown { .. })
+        ),
+        "the manual revoke's cool-down was evicted"
+    );
+    assert!(matches!(
+        store.may_handshake(&did(2), PEER_A),
+        Err(Error::Cooldown { .. })
+    ));
+}
