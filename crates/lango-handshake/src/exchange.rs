@@ -644,10 +644,15 @@ impl Responder {
                     zk_verified: false,
                     remote_ip: crate::hooks::ip_of_multiaddr(&ctx.remote_addr),
                 },
-                token,
+                token.duplicate(),
                 unix_time(expires),
             )
             .map_err(Error::from_session)?;
+        // Issue 17: a DID revoked while this handshake was parked gets no session.
+        if let Err(e) = check_revoked(self.revocations.as_ref(), did.as_str()) {
+            self.sessions.remove_if_token(did.as_str(), &token);
+            return Err(e);
+        }
 
         // the session is stored; a failing close changes nothing.
         let _ = reader.get_mut().close().await;
@@ -710,6 +715,11 @@ impl Responder {
             Ok(v) => v,
             Err(e) => return Err(refuse(reader.get_mut(), e).await),
         };
+        // Issue 17: a DID revoked while this handshake was parked gets no session.
+        if let Err(e) = check_revoked(self.revocations.as_ref(), info.peer_did.as_str()) {
+            self.sessions.remove_if_token(&info.peer_did, &token);
+            return Err(refuse(reader.get_mut(), e).await);
+        }
 
         // P-9: pin, then reply; if the reply cannot be written the session goes.
         if let Some(pins) = &self.pins

@@ -262,6 +262,7 @@ impl PeerAuth {
         // A DID revoked at runtime loses its session at once (V-8: the connection stays).
         let mut revoked_rx = opts.revocations.subscribe();
         let revoked_sessions = opts.sessions.clone();
+        let revocations_list = opts.revocations.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 match revoked_rx.recv().await {
@@ -271,7 +272,16 @@ impl PeerAuth {
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "revocation events missed");
+                        // Events were missed: re-scan every session against the list.
+                        let gone = revoked_sessions
+                            .invalidate_by_condition(InvalidationReason::SecurityEvent, |s| {
+                                revocations_list.is_revoked(&s.peer_did)
+                            });
+                        tracing::warn!(
+                            missed = n,
+                            invalidated = gone,
+                            "revocation events missed; sessions re-checked against the list"
+                        );
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
