@@ -3,6 +3,57 @@
 
 use crate::firewall::{Rule, validate_rule};
 
+/// The result of [`RuleStore::load`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LoadedRules {
+    /// The rules to apply, in the order they were added.
+    pub rules: Vec<Rule>,
+    /// Rows that could not be read or no longer validate (skipped, or kept as a deny).
+    pub damaged: usize,
+}
+
+/// A stored row as a rule, strictly: any column that does not read as its type is an error.
+fn decode_row(row: &sqlx::sqlite::SqliteRow) -> Result<Rule, String> {
+    use sqlx::Row;
+    let peer_did: String = row
+        .try_get("peer_did")
+        .map_err(|e| format!("peer_did: {e}"))?;
+    let action: String = row.try_get("action").map_err(|e| format!("action: {e}"))?;
+    let tools: Option<String> = row.try_get("tools").map_err(|e| format!("tools: {e}"))?;
+    let tools = match tools {
+        None => None,
+        Some(t) => Some(
+            serde_json::from_str::<Vec<String>>(&t)
+                .map_err(|e| format!("tools is not a JSON list of strings: {e}"))?,
+        ),
+    };
+    let rate_limit: i64 = row
+        .try_get("rate_limit")
+        .map_err(|e| format!("rate_limit: {e}"))?;
+    if rate_limit < 0 {
+        return Err(format!("rate_limit is negative: {rate_limit}"));
+    }
+    Ok(Rule {
+        peer_did,
+        action,
+        tools,
+        rate_limit,
+    })
+}
+
+/// For an unreadable row whose action reads as `deny` and whose peer reads as a DID or `"*"`:
+/// a deny of every tool for that peer (dropping a deny could let an allow through).
+fn fallback_deny(row: &sqlx::sqlite::SqliteRow) -> Option<Rule> {
+    use sqlx::Row;
+    let action: String = row.try_get("action").ok()?;
+    let peer_did: String = row.try_get("peer_did").ok()?;
+    if action != crate::firewall::ACTION_DENY || peer_did.is_empty() {
+        return None;
+    }
+    let deny = Rule::deny(peer_did, Vec::<String>::new());
+    validate_rule(&deny).ok().map(|()| deny)
+}
+
 /// Runtime firewall rules kept in the node database (`firewall_rules`), so `p2p firewall
 /// add|remove` survive a restart. Rules from the config file are not stored here.
 #[derive(Clone)]
@@ -16,31 +67,44 @@ impl RuleStore {
         Self { pool }
     }
 
-    /// The stored rules in the order they were added. A row that no longer validates is
-    /// skipped with a warning rather than applied.
-    pub async fn load(&self) -> crate::Result<Vec<Rule>> {
-        use sqlx::Row;
+    /// The stored rules in the order they were added. A row that cannot be read (a column
+    /// of the wrong type, a `tools` value that is not a JSON list of strings, a negative
+    /// rate limit) or no longer validates never widens access: an `allow` row is skipped, a
+    /// `deny` row whose peer is readable is kept as a deny of every tool for that peer. Each
+    /// such row is logged and counted in [`LoadedRules::damaged`].
+    pub async fn load(&self) -> crate::Result<LoadedRules> {
         let rows = sqlx::query(
-            "SELECT peer_did, action, tools, rate_limit FROM firewall_rules ORDER BY id LIMIT 10000",
+            "SELECT id, peer_did, action, tools, rate_limit FROM firewall_rules ORDER BY id LIMIT 10000",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(|e| crate::Error::Store(e.to_string()))?;
-        let mut rules = Vec::with_capacity(rows.len());
+        let mut loaded = LoadedRules::default();
         for row in rows {
-            let tools: Option<String> = row.try_get("tools").unwrap_or(None);
-            let rule = Rule {
-                peer_did: row.try_get("peer_did").unwrap_or_default(),
-                action: row.try_get("action").unwrap_or_default(),
-                tools: tools.and_then(|t| serde_json::from_str(&t).ok()),
-                rate_limit: row.try_get("rate_limit").unwrap_or(0),
+            let id: i64 = sqlx::Row::try_get(&row, "id").unwrap_or(-1);
+            let problem = match decode_row(&row) {
+                Ok(rule) => match validate_rule(&rule) {
+                    Ok(()) => {
+                        loaded.rules.push(rule);
+                        continue;
+                    }
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e,
             };
-            match validate_rule(&rule) {
-                Ok(()) => rules.push(rule),
-                Err(e) => tracing::warn!(error = %e, "stored firewall rule skipped"),
+            loaded.damaged += 1;
+            match fallback_deny(&row) {
+                Some(deny) => {
+                    tracing::warn!(row = id, error = %problem, peer = %deny.peer_did,
+                        "stored firewall deny rule unreadable: denying every tool for its peer");
+                    loaded.rules.push(deny);
+                }
+                None => {
+                    tracing::warn!(row = id, error = %problem, "stored firewall rule unreadable: skipped");
+                }
             }
         }
-        Ok(rules)
+        Ok(loaded)
     }
 
     /// Stores a rule (validated first).

@@ -672,3 +672,91 @@ fn attestation_work_is_rate_limited_per_peer() {
         lango_p2p::firewall::DEFAULT_ATTEST_RATE_LIMIT
     );
 }
+
+/// A SQLCipher-keyed node database in `dir`, with this crate's tables.
+async fn keyed_db(dir: &std::path::Path) -> lango_store::Database {
+    let key = lango_crypto::SecretKey32::generate().unwrap();
+    let db = lango_store::Database::open(
+        &dir.join("lango.db"),
+        lango_store::Keying::RawKey {
+            key: &key,
+            page_size: lango_store::db::DEFAULT_PAGE_SIZE,
+        },
+        lango_store::OpenOptions {
+            create: true,
+            ..lango_store::OpenOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    lango_p2p::migrate(&db).await.unwrap();
+    db
+}
+
+/// Writes a row around [`RuleStore::add`]'s checks (as a damaged or hand-edited file would).
+/// `rate` is bound as text: SQLite's integer affinity turns `"0"` into 0 and keeps `"fast"`.
+async fn insert_raw_rule(
+    db: &lango_store::Database,
+    peer: &str,
+    action: &str,
+    tools: &str,
+    rate: &str,
+) {
+    sqlx::query(
+        "INSERT INTO firewall_rules (peer_did, action, tools, rate_limit, created_at) \
+         VALUES (?1, ?2, ?3, ?4, '2026-01-01T00:00:00Z')",
+    )
+    .bind(peer)
+    .bind(action)
+    .bind(tools)
+    .bind(rate)
+    .execute(db.pool())
+    .await
+    .unwrap();
+}
+
+/// A stored allow row whose `tools` is not a JSON list (or whose rate limit is not a number)
+/// gives the peer no tool: it used to load as "every tool" (issue 17).
+#[tokio::test]
+async fn corrupt_stored_allow_rule_grants_nothing() {
+    use lango_p2p::rules::RuleStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = keyed_db(dir.path()).await;
+    insert_raw_rule(&db, P, "allow", "[\"echo\"", "0").await;
+    insert_raw_rule(&db, P, "allow", "{\"echo\":1}", "0").await;
+    insert_raw_rule(&db, Q, "allow", "[\"echo\"]", "fast").await;
+    let store = RuleStore::new(db.pool().clone());
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.damaged, 3, "{loaded:?}");
+    assert!(loaded.rules.is_empty(), "{loaded:?}");
+    let fw = firewall(loaded.rules);
+    for tool in ["echo", "shell", "anything"] {
+        assert_eq!(denied(fw.check(P, tool)), no_allow(P, tool));
+        assert_eq!(denied(fw.check(Q, tool)), no_allow(Q, tool));
+    }
+
+    // A good row next to them still loads.
+    store.add(&Rule::allow(Q, ["echo"])).await.unwrap();
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.rules, vec![Rule::allow(Q, ["echo"])]);
+    assert_eq!(loaded.damaged, 3);
+}
+
+/// A stored deny row that cannot be read still denies, and for every tool of its peer.
+#[tokio::test]
+async fn corrupt_stored_deny_rule_denies_every_tool() {
+    use lango_p2p::rules::RuleStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = keyed_db(dir.path()).await;
+    let store = RuleStore::new(db.pool().clone());
+    store
+        .add(&Rule::allow(P, ["echo", "search"]))
+        .await
+        .unwrap();
+    insert_raw_rule(&db, P, "deny", "[\"search\"", "x").await;
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.damaged, 1);
+    let fw = firewall(loaded.rules);
+    assert_eq!(denied(fw.check(P, "echo")), deny_rule(P, "echo"));
+    assert_eq!(denied(fw.check(P, "search")), deny_rule(P, "search"));
+}

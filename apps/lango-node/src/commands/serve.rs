@@ -407,7 +407,15 @@ async fn run_node(
 
     let rule_store = lango_p2p::rules::RuleStore::new(db.pool().clone());
     let stored_rules = match rule_store.load().await {
-        Ok(r) => r,
+        Ok(r) => {
+            if r.damaged > 0 {
+                tracing::warn!(
+                    damaged = r.damaged,
+                    "stored firewall rules unreadable: allows skipped, denies kept for every tool"
+                );
+            }
+            r.rules
+        }
         Err(e) => {
             let _ = node.shutdown().await;
             return Err(e.into());
