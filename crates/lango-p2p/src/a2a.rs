@@ -417,6 +417,27 @@ impl Drop for Slot {
     }
 }
 
+/// Who sent a request: the session's DID and the name the firewall, approval and payment
+/// know the caller by.
+struct Caller<'a> {
+    /// The session's DID (claimed only, when not authenticated).
+    did: &'a str,
+    /// `did` when authenticated, otherwise [`unauthenticated_subject`] of the stream's peer.
+    subject: &'a str,
+    /// Whether the session authenticated its DID.
+    authenticated: bool,
+}
+
+/// Prefix of the name under which an unauthenticated session's requests are checked.
+pub const UNAUTHENTICATED_PREFIX: &str = "unauthenticated:";
+
+/// The name the firewall, approval and payment know an unauthenticated session from
+/// `remote_peer` by: not a DID, so only `*` rules match it, and per peer ID, so each such
+/// peer gets its own `*` rate-limit bucket.
+pub fn unauthenticated_subject(remote_peer: &str) -> String {
+    format!("{UNAUTHENTICATED_PREFIX}{remote_peer}")
+}
+
 fn payload_str<'a>(payload: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     payload
         .get(key)
@@ -504,20 +525,40 @@ impl Handler {
             Err(_) => return Response::failure(id, Status::Denied, text::INVALID_SESSION),
         };
         let peer_did = session.peer_did.as_str();
+        // X-3 (issue 17): the DID of an unauthenticated session is an unverified claim. The
+        // firewall, approval and payment see it as an anonymous peer named after its libp2p
+        // peer ID, which no DID rule names (only `*` rules apply), and no reputation is read
+        // or written for the claimed DID.
+        let anonymous;
+        let caller = if session.authenticated {
+            Caller {
+                did: peer_did,
+                subject: peer_did,
+                authenticated: true,
+            }
+        } else {
+            anonymous = unauthenticated_subject(remote_peer);
+            Caller {
+                did: peer_did,
+                subject: &anonymous,
+                authenticated: false,
+            }
+        };
+        let subject = caller.subject;
         let empty = Map::new();
         let payload = req.payload.as_ref().unwrap_or(&empty);
         let response = match req.kind.as_str() {
-            "tool_invoke" => self.invoke(id, peer_did, payload, false).await,
-            "tool_invoke_paid" => self.invoke(id, peer_did, payload, true).await,
-            "price_query" => self.price(id, peer_did, payload).await,
-            "agent_card" => match p.firewall.check_meta(peer_did) {
+            "tool_invoke" => self.invoke(id, &caller, payload, false).await,
+            "tool_invoke_paid" => self.invoke(id, &caller, payload, true).await,
+            "price_query" => self.price(id, subject, payload).await,
+            "agent_card" => match p.firewall.check_meta(subject) {
                 Err(d) => Response::failure(id, Status::Denied, d.message()),
                 Ok(()) => match &p.card {
                     Some(card) => self.filtered_ok(id, card.clone()),
                     None => Response::failure(id, Status::Error, text::NO_CARD),
                 },
             },
-            "capability_query" => match p.firewall.check_meta(peer_did) {
+            "capability_query" => match p.firewall.check_meta(subject) {
                 Err(d) => Response::failure(id, Status::Denied, d.message()),
                 Ok(()) => {
                     let filter = payload_str(payload, "filter").unwrap_or("");
@@ -527,7 +568,7 @@ impl Handler {
                         .map(|t| t.name.clone())
                         .filter(|n| n.starts_with(filter) && self.passes_safety(n))
                         .collect();
-                    let allowed = p.firewall.allowed_tools(peer_did, names);
+                    let allowed = p.firewall.allowed_tools(subject, names);
                     self.filtered_ok(id, json!({ "capabilities": allowed }))
                 }
             },
@@ -541,6 +582,7 @@ impl Handler {
         tracing::info!(
             event = "a2a_request",
             peer_did,
+            authenticated = caller.authenticated,
             kind = %req.kind,
             status = ?response.status,
             "A2A request answered"
@@ -617,17 +659,24 @@ impl Handler {
     async fn invoke(
         &self,
         id: &str,
-        peer_did: &str,
+        caller: &Caller<'_>,
         payload: &Map<String, Value>,
         paid: bool,
     ) -> Response {
         let p = &self.parts;
+        // Session-level failure tracking stays with the session's DID (it ends this session);
+        // every other decision is about `subject`.
+        let (peer_did, subject) = (caller.did, caller.subject);
         let tool = match Self::tool_name(payload) {
             Ok(t) => t,
             Err(e) => return Response::failure(id, Status::Error, e),
         };
-        let standing = self.standing(peer_did).await;
-        if let Err(d) = p.firewall.check_with(peer_did, tool, &standing) {
+        let standing = if caller.authenticated {
+            self.standing(subject).await
+        } else {
+            Ok(None)
+        };
+        if let Err(d) = p.firewall.check_with(subject, tool, &standing) {
             return Response::failure(id, Status::Denied, d.message());
         }
         if !p.registry.is_worker_safe(tool) {
@@ -637,7 +686,7 @@ impl Handler {
             return Response::failure(id, Status::Denied, text::SAFETY_BLOCKED);
         }
         if paid && let Some(gate) = &p.payment {
-            match gate.check(peer_did, tool, payload).await {
+            match gate.check(subject, tool, payload).await {
                 Err(e) => {
                     return Response::failure(
                         id,
@@ -666,7 +715,7 @@ impl Handler {
         };
         match tokio::time::timeout(
             p.limits.approval_timeout,
-            approval.approve(peer_did, tool, &params),
+            approval.approve(subject, tool, &params),
         )
         .await
         {
@@ -694,15 +743,15 @@ impl Handler {
                 } else {
                     Outcome::Failure
                 };
-                self.record(peer_did, outcome).await;
+                self.record(caller, outcome).await;
                 Response::failure(id, Status::Error, p.filter.filter_error(&e.peer_message()))
             }
             Ok(out) => {
                 p.events.record_success(peer_did);
-                self.record(peer_did, Outcome::Success).await;
+                self.record(caller, Outcome::Success).await;
                 let mut response = self.filtered_ok(id, Value::Object(out));
                 let attest = match (&p.attester, &response.result) {
-                    (Some(attester), Some(result)) => match p.firewall.check_attest(peer_did) {
+                    (Some(attester), Some(result)) => match p.firewall.check_attest(subject) {
                         Ok(()) => Some((attester, result)),
                         Err(d) => {
                             tracing::warn!(event = "attestation_rate_limited", peer_did,
@@ -747,7 +796,14 @@ impl Handler {
         }
     }
 
-    async fn record(&self, peer_did: &str, outcome: Outcome) {
+    /// Records `outcome` in the reputation of an authenticated caller's DID. An
+    /// unauthenticated caller's claimed DID gets nothing: its failures would otherwise bring
+    /// the real owner's score down for good (X-3, issue 17).
+    async fn record(&self, caller: &Caller<'_>, outcome: Outcome) {
+        if !caller.authenticated {
+            return;
+        }
+        let peer_did = caller.did;
         if let Some(r) = &self.parts.reputation
             && let Err(e) = r.record(peer_did, outcome).await
         {

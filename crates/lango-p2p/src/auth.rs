@@ -95,6 +95,43 @@ struct Inner {
     nonce_cache: Arc<NonceCache>,
 }
 
+/// Why a DID could not be resolved to a peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DidLookupError {
+    /// No live session with the DID.
+    #[error("no session with {0}; connect to it first (p2p connect <multiaddr>)")]
+    NoSession(String),
+    /// The only session claiming the DID is unauthenticated (X-3, issue 17).
+    #[error(
+        "the session claiming {0} is not authenticated (the DID is only claimed); reach that peer by its peer ID, or connect to the DID's owner (p2p connect <multiaddr>)"
+    )]
+    Unauthenticated(String),
+    /// The session's peer ID does not parse.
+    #[error("session peer ID {0}: {1}")]
+    BadPeerId(String, String),
+}
+
+/// The peer holding `peer_did`'s session, only when that session authenticated the DID: an
+/// unauthenticated session's DID is a claim anyone can make, so it never routes a call meant
+/// for the DID's owner (X-3, issue 17).
+pub fn peer_for_did(
+    sessions: &SessionStore,
+    peer_did: &str,
+) -> std::result::Result<PeerId, DidLookupError> {
+    let session = sessions
+        .get(peer_did)
+        .ok_or_else(|| DidLookupError::NoSession(peer_did.to_owned()))?;
+    if !session.authenticated {
+        return Err(DidLookupError::Unauthenticated(peer_did.to_owned()));
+    }
+    session
+        .peer_id
+        .parse()
+        .map_err(|e: libp2p::identity::ParseError| {
+            DidLookupError::BadPeerId(session.peer_id.clone(), e.to_string())
+        })
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -322,6 +359,11 @@ impl PeerAuth {
     /// The session store.
     pub fn sessions(&self) -> &SessionStore {
         &self.inner.sessions
+    }
+
+    /// The peer to reach `peer_did` at: see [`peer_for_did`].
+    pub fn peer_for_did(&self, peer_did: &str) -> std::result::Result<PeerId, DidLookupError> {
+        peer_for_did(&self.inner.sessions, peer_did)
     }
 
     /// The security event handler (tool failures and reputation drops).

@@ -17,8 +17,10 @@ use lango_p2p::{
         ApprovalPolicy, Handler, HandlerLimits, HandlerParts, PaymentDecision, PaymentGate,
         ToolApproval, text,
     },
+    auth::{DidLookupError, peer_for_did},
     firewall::{Firewall, FirewallConfig, Rule},
     protocol::{Request, Status},
+    reputation::{Reputation, Standing},
     sanitize::{OwnerProtectionConfig, ResponseFilter},
 };
 use lango_sandbox::{ExecError, Executor, IsolationClass, ToolRegistry};
@@ -117,6 +119,10 @@ struct Opts {
     attester: Option<Arc<dyn lango_p2p::a2a::Attester>>,
     /// `p2p.zkp.attestRateLimit`; `None` keeps the default.
     attest_rate_limit: Option<u32>,
+    /// The session is an unauthenticated legacy claim of its DID (open approval).
+    unauthenticated: bool,
+    /// The reputation store the handler records in.
+    reputation: Option<Reputation>,
 }
 
 fn fixture(o: Opts) -> Fixture {
@@ -127,10 +133,14 @@ fn fixture(o: Opts) -> Fixture {
         .create(NewSession {
             peer_did: &did,
             peer_id: PEER,
-            protocol: "/lango/handshake/1.2.0-bound",
+            protocol: if o.unauthenticated {
+                "/lango/handshake/1.0.0"
+            } else {
+                "/lango/handshake/1.2.0-bound"
+            },
             role: Role::Responder,
-            authenticated: true,
-            channel_bound: true,
+            authenticated: !o.unauthenticated,
+            channel_bound: !o.unauthenticated,
             zk_verified: false,
             remote_ip: None,
         })
@@ -181,7 +191,7 @@ fn fixture(o: Opts) -> Fixture {
     let handler = Handler::new(HandlerParts {
         sessions: sessions.clone(),
         events: events.clone(),
-        reputation: None,
+        reputation: o.reputation,
         firewall: Arc::new(firewall),
         filter: Arc::new(ResponseFilter::from_config(&owner)),
         registry: Arc::new(registry),
@@ -750,4 +760,127 @@ async fn attestation_work_past_the_peer_limit_is_not_done() {
         1,
         "the prover was asked twice"
     );
+}
+
+// ---- Issue 17: an unauthenticated session's DID is only a claim ----
+
+/// A reputation store in a fresh database under `dir`.
+async fn reputation_in(dir: &std::path::Path) -> (Reputation, lango_store::Database) {
+    let key = lango_crypto::SecretKey32::from_bytes([0x3c; 32]);
+    let db = lango_store::Database::open(
+        &dir.join("reputation.db"),
+        lango_store::Keying::RawKey {
+            key: &key,
+            page_size: lango_store::db::DEFAULT_PAGE_SIZE,
+        },
+        lango_store::OpenOptions {
+            create: true,
+            ..lango_store::OpenOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    lango_p2p::migrate(&db).await.unwrap();
+    (Reputation::new(db.pool().clone(), 0.3), db)
+}
+
+#[tokio::test]
+async fn unauthenticated_claim_gets_none_of_the_dids_allow_rules() {
+    // The owner allows DID 7 every tool; an unsigned legacy challenge claimed DID 7.
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        unauthenticated: true,
+        ..Default::default()
+    });
+    let r = call(&f, "tool_invoke", json!({"toolName": "search_web"})).await;
+    assert_eq!(r.status, Status::Denied, "{r:?}");
+    assert_eq!(f.exec.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(f.approval.calls.load(Ordering::SeqCst), 0);
+    let r = call(&f, "tool_invoke_paid", json!({"toolName": "search_web"})).await;
+    assert_eq!(r.status, Status::Denied, "{r:?}");
+    let r = call(&f, "price_query", json!({"toolName": "search_web"})).await;
+    assert_eq!(r.status, Status::Denied, "{r:?}");
+    let r = call(&f, "capability_query", json!({})).await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert_eq!(r.result.unwrap()["capabilities"], json!([]));
+    assert_eq!(f.exec.calls.load(Ordering::SeqCst), 0);
+
+    // Rules for `*` still apply to it.
+    let f = fixture(Opts {
+        rules: vec![Rule::allow("*", ["search_web"])],
+        unauthenticated: true,
+        ..Default::default()
+    });
+    let r = call(&f, "tool_invoke", json!({"toolName": "search_web"})).await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert_eq!(f.exec.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn unauthenticated_failures_leave_the_claimed_dids_reputation_alone() {
+    fn fail(tool: &str, _: Map<String, Value>) -> Result<Map<String, Value>, ExecError> {
+        Err(ExecError::failure(tool, "boom"))
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    let (rep, db) = reputation_in(dir.path()).await;
+    let f = fixture(Opts {
+        rules: vec![Rule::allow("*", ["search_web"])],
+        answer: Some(fail),
+        unauthenticated: true,
+        reputation: Some(rep.clone()),
+        ..Default::default()
+    });
+    for _ in 0..3 {
+        let r = call(&f, "tool_invoke", json!({"toolName": "search_web"})).await;
+        assert_eq!(r.error, "tool \"search_web\" execution failed");
+    }
+    assert_eq!(f.exec.calls.load(Ordering::SeqCst), 3, "the calls ran");
+    assert_eq!(rep.standing(&did(7)).await.unwrap(), Standing::New);
+    assert!(rep.details(&did(7)).await.unwrap().is_none());
+    assert!(rep.list(100).await.unwrap().is_empty(), "nothing recorded");
+
+    // The same failures from an authenticated session are recorded (the harness records).
+    let f = fixture(Opts {
+        rules: vec![Rule::allow("*", ["search_web"])],
+        answer: Some(fail),
+        reputation: Some(rep.clone()),
+        ..Default::default()
+    });
+    let r = call(&f, "tool_invoke", json!({"toolName": "search_web"})).await;
+    assert_eq!(r.error, "tool \"search_web\" execution failed");
+    let record = rep.details(&did(7)).await.unwrap().unwrap();
+    assert_eq!(record.failures, 1);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_did_resolves_only_to_its_authenticated_session() {
+    let sessions = SessionStore::new(&SessionConfig::default()).unwrap();
+    let x = did(7);
+    let session = |peer_id, authenticated| NewSession {
+        peer_did: &x,
+        peer_id,
+        protocol: "/lango/handshake/1.0.0",
+        role: Role::Responder,
+        authenticated,
+        channel_bound: false,
+        zk_verified: false,
+        remote_ip: None,
+    };
+    assert_eq!(
+        peer_for_did(&sessions, &x),
+        Err(DidLookupError::NoSession(x.clone()))
+    );
+    // An unsigned claim of X from another peer is never a route to X.
+    sessions.create(session(OTHER_PEER, false)).unwrap();
+    assert_eq!(
+        peer_for_did(&sessions, &x),
+        Err(DidLookupError::Unauthenticated(x.clone()))
+    );
+    // X's owner authenticates: its session replaces the claim and is the one chosen.
+    sessions.create(session(PEER, true)).unwrap();
+    assert_eq!(peer_for_did(&sessions, &x).unwrap().to_base58(), PEER);
+    // A later claim cannot take the route back.
+    assert!(sessions.create(session(OTHER_PEER, false)).is_err());
+    assert_eq!(peer_for_did(&sessions, &x).unwrap().to_base58(), PEER);
 }

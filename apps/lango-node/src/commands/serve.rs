@@ -79,13 +79,8 @@ impl Services {
     /// A peer ID, or the DID of a peer this node holds a session with.
     fn resolve_peer(&self, peer: &str) -> Result<libp2p::PeerId> {
         if peer.starts_with("did:") {
-            let session = self.auth.sessions().get(peer).ok_or_else(|| {
-                anyhow!("no session with {peer}; connect to it first (p2p connect <multiaddr>)")
-            })?;
-            return session
-                .peer_id
-                .parse()
-                .map_err(|e| anyhow!("session peer ID {}: {e}", session.peer_id));
+            // Only an authenticated session routes a DID (X-3, issue 17).
+            return self.auth.peer_for_did(peer).map_err(|e| anyhow!("{e}"));
         }
         peer.parse()
             .map_err(|e| anyhow!("{peer:?} is neither a peer ID nor a DID: {e}"))
