@@ -689,7 +689,12 @@ impl P2pConfig {
     /// The firewall settings these keys describe.
     pub fn firewall_config(&self) -> FirewallConfig {
         FirewallConfig {
-            rules: self.firewall_rules.clone(),
+            // A non-canonical spelling of a valid DID matches that DID (issue 17).
+            rules: self
+                .firewall_rules
+                .iter()
+                .map(|r| crate::rules::canonical_rule(r).unwrap_or_else(|_| r.clone()))
+                .collect(),
             min_trust_score: self.min_trust_score,
             meta_rate_limit: self.meta_rate_limit,
             global_rate_limit: self.global_rate_limit,

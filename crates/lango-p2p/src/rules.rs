@@ -1,7 +1,55 @@
 //! Runtime firewall rules kept in the node database. Separate from [`crate::firewall`],
 //! which stays free of crate references so the fuzz crate can compile it alone.
 
-use crate::firewall::{Rule, validate_rule};
+use crate::firewall::{ANY_PEER, Rule, validate_rule};
+use lango_crypto::wallet::{DID_PREFIX, Did, PublicKey};
+
+/// The canonical spelling of a rule's peer: `"*"` stays, a DID becomes `did:lango:` + the
+/// lowercase hex of its compressed key (any case of the prefix and of the hex, and an
+/// uncompressed key, are accepted). Anything that does not name a valid key is an error, so a
+/// rule can never be written for a spelling that no peer would present.
+pub fn canonical_peer(peer_did: &str) -> crate::Result<String> {
+    if peer_did == ANY_PEER {
+        return Ok(peer_did.to_owned());
+    }
+    let invalid = |reason: String| crate::Error::InvalidDid {
+        did: peer_did.chars().take(80).collect(),
+        reason,
+    };
+    let key = peer_did
+        .get(..DID_PREFIX.len())
+        .filter(|p| p.eq_ignore_ascii_case(DID_PREFIX))
+        .and_then(|_| peer_did.get(DID_PREFIX.len()..))
+        .ok_or_else(|| {
+            invalid(format!(
+                "a firewall rule's peerDid must be \"*\" or a {DID_PREFIX}<hex key> DID"
+            ))
+        })?;
+    if key.len() == 130 {
+        // Uncompressed SEC1 (04 ‖ x ‖ y): the same key, spelled the long way.
+        let mut raw = [0u8; 65];
+        hex::decode_to_slice(key, &mut raw).map_err(|e| invalid(format!("public key: {e}")))?;
+        let pk = PublicKey::from_sec1(&raw).map_err(|e| invalid(e.to_string()))?;
+        return Ok(Did::from_public_key(&pk).as_str().to_owned());
+    }
+    let lowered = format!("{DID_PREFIX}{}", key.to_ascii_lowercase());
+    Did::parse(&lowered)
+        .map(|d| d.as_str().to_owned())
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// `rule` with its peer in canonical form ([`canonical_peer`]), validated.
+pub fn canonical_rule(rule: &Rule) -> crate::Result<Rule> {
+    let rule = Rule {
+        peer_did: canonical_peer(&rule.peer_did)?,
+        ..rule.clone()
+    };
+    validate_rule(&rule).map_err(|e| crate::Error::Config {
+        key: "p2p.firewallRules".into(),
+        message: e.to_string(),
+    })?;
+    Ok(rule)
+}
 
 /// The result of [`RuleStore::load`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -50,8 +98,7 @@ fn fallback_deny(row: &sqlx::sqlite::SqliteRow) -> Option<Rule> {
     if action != crate::firewall::ACTION_DENY || peer_did.is_empty() {
         return None;
     }
-    let deny = Rule::deny(peer_did, Vec::<String>::new());
-    validate_rule(&deny).ok().map(|()| deny)
+    canonical_rule(&Rule::deny(peer_did, Vec::<String>::new())).ok()
 }
 
 /// Runtime firewall rules kept in the node database (`firewall_rules`), so `p2p firewall
@@ -83,8 +130,8 @@ impl RuleStore {
         for row in rows {
             let id: i64 = sqlx::Row::try_get(&row, "id").unwrap_or(-1);
             let problem = match decode_row(&row) {
-                Ok(rule) => match validate_rule(&rule) {
-                    Ok(()) => {
+                Ok(rule) => match canonical_rule(&rule) {
+                    Ok(rule) => {
                         loaded.rules.push(rule);
                         continue;
                     }
@@ -107,12 +154,10 @@ impl RuleStore {
         Ok(loaded)
     }
 
-    /// Stores a rule (validated first).
-    pub async fn add(&self, rule: &Rule) -> crate::Result<()> {
-        validate_rule(rule).map_err(|e| crate::Error::Config {
-            key: "p2p.firewallRules".into(),
-            message: e.to_string(),
-        })?;
+    /// Stores a rule, its peer in canonical form ([`canonical_rule`]); returns what was stored.
+    /// An invalid DID is refused.
+    pub async fn add(&self, rule: &Rule) -> crate::Result<Rule> {
+        let rule = canonical_rule(rule)?;
         let tools = match &rule.tools {
             Some(t) => {
                 Some(serde_json::to_string(t).map_err(|e| crate::Error::Store(e.to_string()))?)
@@ -130,16 +175,37 @@ impl RuleStore {
         .execute(&self.pool)
         .await
         .map_err(|e| crate::Error::Store(e.to_string()))?;
-        Ok(())
+        Ok(rule)
     }
 
-    /// Deletes every stored rule for `peer_did`; returns how many.
+    /// Deletes every stored rule for `peer_did` in any spelling of the same DID (and rows
+    /// stored under exactly this string); returns how many.
     pub async fn remove(&self, peer_did: &str) -> crate::Result<u64> {
-        let r = sqlx::query("DELETE FROM firewall_rules WHERE peer_did = ?1")
-            .bind(peer_did)
-            .execute(&self.pool)
+        use sqlx::Row;
+        let canonical = canonical_peer(peer_did).ok();
+        let rows = sqlx::query("SELECT id, peer_did FROM firewall_rules")
+            .fetch_all(&self.pool)
             .await
             .map_err(|e| crate::Error::Store(e.to_string()))?;
-        Ok(r.rows_affected())
+        let mut removed = 0;
+        for row in rows {
+            let (Ok(id), Ok(stored)) = (
+                row.try_get::<i64, _>("id"),
+                row.try_get::<String, _>("peer_did"),
+            ) else {
+                continue;
+            };
+            let same = stored == peer_did
+                || (canonical.is_some() && canonical_peer(&stored).ok() == canonical);
+            if same {
+                removed += sqlx::query("DELETE FROM firewall_rules WHERE id = ?1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| crate::Error::Store(e.to_string()))?
+                    .rows_affected();
+            }
+        }
+        Ok(removed)
     }
 }

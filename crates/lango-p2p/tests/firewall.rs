@@ -720,25 +720,27 @@ async fn insert_raw_rule(
 #[tokio::test]
 async fn corrupt_stored_allow_rule_grants_nothing() {
     use lango_p2p::rules::RuleStore;
+    let (p, q) = (real_did(1), real_did(2));
+    let (p, q) = (p.as_str(), q.as_str());
     let dir = tempfile::tempdir().unwrap();
     let db = keyed_db(dir.path()).await;
-    insert_raw_rule(&db, P, "allow", "[\"echo\"", "0").await;
-    insert_raw_rule(&db, P, "allow", "{\"echo\":1}", "0").await;
-    insert_raw_rule(&db, Q, "allow", "[\"echo\"]", "fast").await;
+    insert_raw_rule(&db, p, "allow", "[\"echo\"", "0").await;
+    insert_raw_rule(&db, p, "allow", "{\"echo\":1}", "0").await;
+    insert_raw_rule(&db, q, "allow", "[\"echo\"]", "fast").await;
     let store = RuleStore::new(db.pool().clone());
     let loaded = store.load().await.unwrap();
     assert_eq!(loaded.damaged, 3, "{loaded:?}");
     assert!(loaded.rules.is_empty(), "{loaded:?}");
     let fw = firewall(loaded.rules);
     for tool in ["echo", "shell", "anything"] {
-        assert_eq!(denied(fw.check(P, tool)), no_allow(P, tool));
-        assert_eq!(denied(fw.check(Q, tool)), no_allow(Q, tool));
+        assert_eq!(denied(fw.check(p, tool)), no_allow(p, tool));
+        assert_eq!(denied(fw.check(q, tool)), no_allow(q, tool));
     }
 
     // A good row next to them still loads.
-    store.add(&Rule::allow(Q, ["echo"])).await.unwrap();
+    store.add(&Rule::allow(q, ["echo"])).await.unwrap();
     let loaded = store.load().await.unwrap();
-    assert_eq!(loaded.rules, vec![Rule::allow(Q, ["echo"])]);
+    assert_eq!(loaded.rules, vec![Rule::allow(q, ["echo"])]);
     assert_eq!(loaded.damaged, 3);
 }
 
@@ -746,17 +748,109 @@ async fn corrupt_stored_allow_rule_grants_nothing() {
 #[tokio::test]
 async fn corrupt_stored_deny_rule_denies_every_tool() {
     use lango_p2p::rules::RuleStore;
+    let p = real_did(1);
+    let p = p.as_str();
     let dir = tempfile::tempdir().unwrap();
     let db = keyed_db(dir.path()).await;
     let store = RuleStore::new(db.pool().clone());
     store
-        .add(&Rule::allow(P, ["echo", "search"]))
+        .add(&Rule::allow(p, ["echo", "search"]))
         .await
         .unwrap();
-    insert_raw_rule(&db, P, "deny", "[\"search\"", "x").await;
+    insert_raw_rule(&db, p, "deny", "[\"search\"", "x").await;
     let loaded = store.load().await.unwrap();
     assert_eq!(loaded.damaged, 1);
     let fw = firewall(loaded.rules);
-    assert_eq!(denied(fw.check(P, "echo")), deny_rule(P, "echo"));
-    assert_eq!(denied(fw.check(P, "search")), deny_rule(P, "search"));
+    assert_eq!(denied(fw.check(p, "echo")), deny_rule(p, "echo"));
+    assert_eq!(denied(fw.check(p, "search")), deny_rule(p, "search"));
+}
+
+/// The DID of the test wallet key `n` (a valid key, unlike `P` and `Q`).
+fn real_did(n: u8) -> String {
+    let mut b = [0u8; 32];
+    b[31] = n;
+    lango_crypto::wallet::WalletKey::from_bytes(&b)
+        .unwrap()
+        .did()
+        .as_str()
+        .to_owned()
+}
+
+/// A rule written with an upper-case (or uncompressed) spelling of a DID is stored and applied
+/// under the canonical DID, so it matches the DID a peer authenticates with; an invalid DID is
+/// refused with a clear error (issue 17).
+#[tokio::test]
+async fn rule_dids_are_canonicalised_and_invalid_ones_refused() {
+    use lango_p2p::rules::{RuleStore, canonical_peer, canonical_rule};
+    let did = real_did(1);
+    let upper = did.to_uppercase();
+    let mixed = format!("did:lango:{}", did["did:lango:".len()..].to_uppercase());
+    assert_eq!(canonical_peer(&upper).unwrap(), did);
+    assert_eq!(canonical_peer(&mixed).unwrap(), did);
+    assert_eq!(canonical_peer("*").unwrap(), "*");
+    let pk = lango_crypto::wallet::WalletKey::from_bytes(&{
+        let mut b = [0u8; 32];
+        b[31] = 1;
+        b
+    })
+    .unwrap()
+    .public_key();
+    let long = format!("did:lango:{}", hex_upper(&pk.to_uncompressed()));
+    assert_eq!(canonical_peer(&long).unwrap(), did);
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = keyed_db(dir.path()).await;
+    let store = RuleStore::new(db.pool().clone());
+    let stored = store.add(&Rule::allow(&upper, ["echo"])).await.unwrap();
+    assert_eq!(stored.peer_did, did);
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.rules, vec![Rule::allow(&did, ["echo"])]);
+    fw_allows(&firewall(loaded.rules), &did);
+
+    // A row written by an older node with a non-canonical spelling is read canonically.
+    insert_raw_rule(&db, &mixed, "deny", "[\"echo\"]", "0").await;
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.damaged, 0);
+    assert_eq!(
+        denied(firewall(loaded.rules).check(&did, "echo")),
+        deny_rule(&did, "echo")
+    );
+
+    // Config rules too.
+    let config = P2pConfig {
+        firewall_rules: vec![Rule::allow(&mixed, ["search"])],
+        ..P2pConfig::default()
+    };
+    let fw = Firewall::new(config.firewall_config()).unwrap();
+    fw.check(&did, "search").unwrap();
+
+    // Removal in any spelling.
+    assert_eq!(store.remove(&upper).await.unwrap(), 2);
+
+    for bad in [
+        "did:lango:02aaaa",
+        "did:key:z6Mk",
+        "did:lango:v2:abcd",
+        "DID:LANGO:zz",
+        "",
+    ] {
+        let err = canonical_rule(&Rule::allow(bad, ["echo"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DID") || err.contains("did"), "{bad:?}: {err}");
+        assert!(
+            store.add(&Rule::allow(bad, ["echo"])).await.is_err(),
+            "{bad:?}"
+        );
+    }
+    assert!(store.load().await.unwrap().rules.is_empty());
+}
+
+fn fw_allows(fw: &Firewall, did: &str) {
+    fw.check(did, "echo").unwrap();
+    assert_eq!(denied(fw.check(did, "shell")), no_allow(did, "shell"));
+}
+
+fn hex_upper(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
 }

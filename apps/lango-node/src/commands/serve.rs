@@ -229,7 +229,8 @@ impl admin::Handler for Services {
             },
             Request::FirewallList => Ok(serde_json::to_value(self.firewall.rules())?),
             Request::FirewallAdd { rule } => {
-                lango_p2p::firewall::validate_rule(&rule).map_err(|e| anyhow!("{e}"))?;
+                // The peer in canonical form (an invalid DID is refused), as stored.
+                let rule = lango_p2p::rules::canonical_rule(&rule).map_err(|e| anyhow!("{e}"))?;
                 // Stored first: a rule in effect that a restart would forget is worse than
                 // none.
                 self.rule_store.add(&rule).await?;
@@ -240,7 +241,13 @@ impl admin::Handler for Services {
             }
             Request::FirewallRemove { peer_did } => {
                 let stored = self.rule_store.remove(&peer_did).await?;
-                let n = self.firewall.remove_rules(&peer_did);
+                let canonical = lango_p2p::rules::canonical_peer(&peer_did);
+                let mut n = self.firewall.remove_rules(&peer_did);
+                if let Ok(c) = canonical.as_deref()
+                    && c != peer_did
+                {
+                    n += self.firewall.remove_rules(c);
+                }
                 Ok(json!({ "peerDid": peer_did, "removed": n, "removedStored": stored }))
             }
             Request::SandboxCleanup { force } => {
