@@ -884,3 +884,25 @@ async fn a_did_resolves_only_to_its_authenticated_session() {
     assert!(sessions.create(session(OTHER_PEER, false)).is_err());
     assert_eq!(peer_for_did(&sessions, &x).unwrap().to_base58(), PEER);
 }
+
+#[tokio::test]
+async fn an_unauthenticated_claims_failures_cool_down_its_peer_not_the_did() {
+    fn fail(tool: &str, _: Map<String, Value>) -> Result<Map<String, Value>, ExecError> {
+        Err(ExecError::failure(tool, "boom"))
+    }
+    let f = fixture(Opts {
+        rules: vec![Rule::allow("*", ["search_web"])],
+        answer: Some(fail),
+        unauthenticated: true,
+        ..Default::default()
+    });
+    for _ in 0..5 {
+        let r = call(&f, "tool_invoke", json!({"toolName": "search_web"})).await;
+        assert_eq!(r.error, "tool \"search_web\" execution failed");
+    }
+    let r = call(&f, "tool_invoke", json!({"toolName": "search_web"})).await;
+    assert_eq!(r.error, text::INVALID_SESSION, "the claim's session ended");
+    // The claimant's peer ID is cooled down; the DID's real owner may still handshake.
+    assert!(f.sessions.may_handshake(&did(7), PEER).is_err());
+    f.sessions.may_handshake(&did(7), OTHER_PEER).unwrap();
+}

@@ -48,6 +48,16 @@ impl Cooldowns {
         self.add_entry(did, peer_id, until, now, false);
     }
 
+    /// Refuses `peer_id` alone until `until` (an unauthenticated session's automatic
+    /// invalidation: its DID was only claimed). An existing, later deadline is kept.
+    pub(crate) fn add_peer(&mut self, peer_id: &str, until: SystemTime, now: SystemTime) {
+        let c = Cool {
+            until,
+            manual: false,
+        };
+        insert_bounded(&mut self.by_peer, self.capacity, peer_id, c, now);
+    }
+
     /// As [`add`](Self::add), for an operator's revoke: never evicted to make room.
     pub(crate) fn add_manual(
         &mut self,

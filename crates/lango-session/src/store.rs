@@ -826,7 +826,14 @@ impl SessionStore {
         let peer_id = removed.map(|e| e.info.peer_id.clone());
         if reason.starts_cooldown() {
             let until = add_saturating(now, self.inner.cooldown);
-            if reason == InvalidationReason::ManualRevoke {
+            // X-3 (issue 17): an unauthenticated session only claimed its DID, so its
+            // automatic invalidation cools down its peer ID, never the DID's real owner.
+            let claimed = removed.filter(|e| !e.info.authenticated);
+            if let Some(e) = claimed
+                && reason != InvalidationReason::ManualRevoke
+            {
+                st.cooldowns.add_peer(&e.info.peer_id, until, now);
+            } else if reason == InvalidationReason::ManualRevoke {
                 st.cooldowns
                     .add_manual(peer_did, peer_id.as_deref(), until, now);
             } else {
