@@ -24,6 +24,7 @@ pub mod credential;
 mod error;
 pub mod firewall;
 pub mod identity;
+pub mod known_secrets;
 pub mod node;
 pub mod pins;
 pub mod protocol;

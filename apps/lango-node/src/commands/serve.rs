@@ -423,6 +423,16 @@ async fn run_node(
             return Err(e.into());
         }
     };
+    // The vault's values as known secrets of the response filter (R-5.4 item 4).
+    let filter =
+        match lango_p2p::known_secrets::response_filter(&config.p2p.owner_protection, &store).await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = node.shutdown().await;
+                return Err(e.into());
+            }
+        };
     let approvals = (config.p2p.approval_policy
         == lango_p2p::config::ApprovalPolicyKind::Interactive)
         .then(|| Arc::new(lango_p2p::a2a::InteractiveApproval::new()));
@@ -434,6 +444,7 @@ async fn run_node(
         &sandbox,
         &did,
         stored_rules,
+        filter,
         approvals.clone(),
         &zk,
     ) {
@@ -526,6 +537,7 @@ fn start_a2a(
     sandbox: &Sandbox,
     did: &str,
     stored_rules: Vec<lango_p2p::firewall::Rule>,
+    filter: lango_p2p::sanitize::ResponseFilter,
     interactive: Option<Arc<lango_p2p::a2a::InteractiveApproval>>,
     zk: &Zk,
 ) -> Result<(
@@ -556,9 +568,7 @@ fn start_a2a(
         events: auth.security_events().clone(),
         reputation: Some(reputation.clone()),
         firewall: firewall.clone(),
-        filter: Arc::new(lango_p2p::sanitize::ResponseFilter::from_config(
-            &p2p.owner_protection,
-        )),
+        filter: Arc::new(filter),
         registry: sandbox.registry.clone(),
         executor: sandbox.selection.serving_executor(),
         approval: Some(match interactive {
