@@ -379,6 +379,9 @@ pub struct HandlerParts {
     pub approval: Option<Arc<dyn ToolApproval>>,
     /// The payment gate of paid calls.
     pub payment: Option<Arc<dyn PaymentGate>>,
+    /// Revoked DIDs: checked on every request, so a session that outlived its DID's
+    /// revocation (a lagged broadcast, a handshake parked across the revoke) serves nothing.
+    pub revocations: Option<crate::revocation::Revocations>,
     /// Response attestation.
     pub attester: Option<Arc<dyn Attester>>,
     /// This agent's card.
@@ -525,6 +528,20 @@ impl Handler {
             Err(_) => return Response::failure(id, Status::Denied, text::INVALID_SESSION),
         };
         let peer_did = session.peer_did.as_str();
+        if p.revocations
+            .as_ref()
+            .is_some_and(|r| r.is_revoked(peer_did))
+        {
+            tracing::warn!(
+                event = "a2a_revoked_session",
+                peer = remote_peer,
+                peer_did,
+                "request on the session of a revoked DID; session ended"
+            );
+            p.sessions
+                .invalidate(peer_did, lango_session::InvalidationReason::SecurityEvent);
+            return Response::failure(id, Status::Denied, text::INVALID_SESSION);
+        }
         // X-3 (issue 17): the DID of an unauthenticated session is an unverified claim. The
         // firewall, approval and payment see it as an anonymous peer named after its libp2p
         // peer ID, which no DID rule names (only `*` rules apply), and no reputation is read

@@ -108,6 +108,7 @@ fn echo(_: &str, params: Map<String, Value>) -> Result<Map<String, Value>, ExecE
 
 #[derive(Default)]
 struct Opts {
+    revocations: Option<lango_p2p::revocation::Revocations>,
     rules: Vec<Rule>,
     no_executor: bool,
     no_approval: bool,
@@ -198,6 +199,7 @@ fn fixture(o: Opts) -> Fixture {
         executor: (!o.no_executor).then(|| exec.clone() as Arc<dyn Executor>),
         approval: (!o.no_approval).then(|| approval.clone() as Arc<dyn ToolApproval>),
         payment: o.gate.map(|_| gate.clone() as Arc<dyn PaymentGate>),
+        revocations: o.revocations,
         attester: o.attester,
         card: Some(json!({"name": "b", "did": card_did})),
         safety: (
@@ -905,4 +907,32 @@ async fn an_unauthenticated_claims_failures_cool_down_its_peer_not_the_did() {
     // The claimant's peer ID is cooled down; the DID's real owner may still handshake.
     assert!(f.sessions.may_handshake(&did(7), PEER).is_err());
     f.sessions.may_handshake(&did(7), OTHER_PEER).unwrap();
+}
+
+/// Issue 17 (revocation races): a DID revoked while its session lives (the broadcast that
+/// would end the session is late, or the handshake was parked across the revoke) gets nothing
+/// more from that session: the next request is refused, the tool does not run, and the
+/// session is gone.
+#[tokio::test]
+async fn a_session_outliving_its_dids_revocation_serves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_reputation, db) = reputation_in(dir.path()).await;
+    let revocations = lango_p2p::revocation::Revocations::load(db.pool().clone(), &[])
+        .await
+        .unwrap();
+    let f = fixture(Opts {
+        rules: allow_all_tools(&did(7)),
+        revocations: Some(revocations.clone()),
+        ..Default::default()
+    });
+    let r = call(&f, "tool_invoke", json!({"toolName": "search_web"})).await;
+    assert_eq!(r.status, Status::Ok, "{}", r.error);
+    // Only the list changes; nothing here ends the session.
+    assert!(revocations.revoke(&f.did, "key stolen").await.unwrap());
+    assert!(f.sessions.get(&f.did).is_some());
+    let r = call(&f, "tool_invoke", json!({"toolName": "search_web"})).await;
+    assert_eq!(r.status, Status::Denied);
+    assert_eq!(r.error, text::INVALID_SESSION);
+    assert_eq!(f.exec.calls.load(Ordering::SeqCst), 1, "the tool ran again");
+    assert!(f.sessions.get(&f.did).is_none(), "the session lives on");
 }

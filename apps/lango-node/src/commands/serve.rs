@@ -441,6 +441,7 @@ async fn run_node(
         &auth,
         config,
         &reputation,
+        &revocations,
         &sandbox,
         &did,
         stored_rules,
@@ -534,6 +535,7 @@ fn start_a2a(
     auth: &PeerAuth,
     config: &NodeConfig,
     reputation: &Reputation,
+    revocations: &Revocations,
     sandbox: &Sandbox,
     did: &str,
     stored_rules: Vec<lango_p2p::firewall::Rule>,
@@ -576,6 +578,7 @@ fn start_a2a(
             None => Arc::new(p2p.approval_policy()),
         }),
         payment: None,
+        revocations: Some(revocations.clone()),
         attester: zk
             .attester
             .clone()
