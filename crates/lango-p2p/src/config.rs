@@ -706,6 +706,12 @@ impl P2pConfig {
     pub fn validate(&self, prefix: &str) -> Result<(), Vec<String>> {
         let mut p = Vec::new();
         for (i, rule) in self.firewall_rules.iter().enumerate() {
+            // An invalid DID names no peer that could ever authenticate (issue 17).
+            if !rule.peer_did.is_empty()
+                && let Err(e) = crate::rules::canonical_peer(&rule.peer_did)
+            {
+                p.push(format!("{prefix}.firewallRules[{i}].peerDid: {e}"));
+            }
             for problem in firewall::rule_problems(rule) {
                 match problem.field() {
                     Some(field) => {

@@ -204,12 +204,13 @@ fn t_b5_validate_rule_table() {
 
 #[test]
 fn t_b6_permissive_rule_in_config_fails_at_load() {
-    let config: P2pConfig = serde_json::from_str(
-        r#"{"firewallRules": [
-            {"peerDid": "did:lango:02aaaa", "action": "allow", "tools": ["echo"], "rateLimit": 5},
-            {"peerDid": "*", "action": "allow", "tools": ["*"], "rateLimit": 0}
-        ]}"#,
-    )
+    let config: P2pConfig = serde_json::from_str(&format!(
+        r#"{{"firewallRules": [
+            {{"peerDid": "{}", "action": "allow", "tools": ["echo"], "rateLimit": 5}},
+            {{"peerDid": "*", "action": "allow", "tools": ["*"], "rateLimit": 0}}
+        ]}}"#,
+        real_did(1).to_uppercase()
+    ))
     .unwrap();
     let problems = config.validate("p2p").unwrap_err();
     assert_eq!(
@@ -246,6 +247,25 @@ fn t_b6_permissive_rule_in_config_fails_at_load() {
             "p2p.firewallRules[0].tools: tool patterns must not be empty",
             "p2p.firewallRules[0].rateLimit: rateLimit must not be negative, got -1",
         ]
+    );
+
+    // A peerDid that is not a DID of a valid key (issue 17).
+    let config: P2pConfig = serde_json::from_str(
+        r#"{"firewallRules": [
+            {"peerDid": "did:lango:02aaaa", "action": "allow", "tools": ["echo"]},
+            {"peerDid": "DID:LANGO:zz", "action": "deny"}
+        ]}"#,
+    )
+    .unwrap();
+    let problems = config.validate("p2p").unwrap_err();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with("p2p.firewallRules[0].peerDid: invalid DID \"did:lango:02aaaa\""),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].starts_with("p2p.firewallRules[1].peerDid: invalid DID \"DID:LANGO:zz\""),
+        "{problems:?}"
     );
 
     // Unknown rule fields are refused by the parser.
