@@ -337,14 +337,18 @@ impl ProverService {
         self: &Arc<Self>,
         f: impl FnOnce(&Self) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let _permit = self
+        let permit = self
             .pool
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| Error::Prove("pool closed".into()))?;
         let me = self.clone();
+        // The permit moves into the blocking task: a caller whose future is dropped (a
+        // timeout, a closed stream) leaves its proof running on the pool, and the slot stays
+        // taken until that work really ends, so the bound holds.
         blocking(move || {
+            let _permit = permit;
             let now = me.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             me.peak_in_flight.fetch_max(now, Ordering::SeqCst);
             let r = f(&me);

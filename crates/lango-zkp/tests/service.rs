@@ -311,3 +311,29 @@ async fn eight_parallel_proofs_share_a_two_slot_pool() {
         "the pool was not used to its limit, or exceeded it"
     );
 }
+
+/// Callers that give up (their futures dropped mid-proof, as a timed-out request does) do not
+/// free their pool slot while the proof still runs: a one-slot pool never runs two at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_callers_keep_their_slot_until_the_proof_ends() {
+    let s = Arc::new(ProverService::with_pool(ParamsSource::Memory, 1));
+    s.compile_async(CircuitId::WalletOwnershipV2).await.unwrap();
+    let prove = |s: Arc<ProverService>| async move {
+        let w = witness(
+            CircuitId::WalletOwnershipV2,
+            IdentitySecret::generate().unwrap(),
+        );
+        s.prove_async(w).await
+    };
+    for _ in 0..4 {
+        // Gives up long before the proof (tens of ms) ends.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(2), prove(s.clone())).await;
+    }
+    let proof = prove(s.clone()).await.unwrap();
+    assert_eq!(proof.circuit, CircuitId::WalletOwnershipV2);
+    assert_eq!(
+        s.peak_concurrency(),
+        1,
+        "abandoned proofs ran beside a new one on a one-slot pool"
+    );
+}
