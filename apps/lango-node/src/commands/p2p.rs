@@ -196,6 +196,9 @@ async fn firewall(ctx: &Context, cmd: crate::cli::FirewallCommand) -> Result<Exi
                 rate_limit,
             };
             lango_p2p::firewall::validate_rule(&rule).map_err(|e| anyhow::anyhow!("{e}"))?;
+            // The peer in canonical form; an invalid DID is refused before the node is asked.
+            let rule =
+                lango_p2p::rules::canonical_rule(&rule).map_err(|e| anyhow::anyhow!("{e}"))?;
             let v =
                 admin::require(&ctx.data_dir, &Request::FirewallAdd { rule: rule.clone() }).await?;
             print_or_json(ctx, &v, |_| {

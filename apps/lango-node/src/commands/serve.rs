@@ -229,6 +229,7 @@ impl admin::Handler for Services {
             },
             Request::FirewallList => Ok(serde_json::to_value(self.firewall.rules())?),
             Request::FirewallAdd { rule } => {
+                lango_p2p::firewall::validate_rule(&rule).map_err(|e| anyhow!("{e}"))?;
                 // The peer in canonical form (an invalid DID is refused), as stored.
                 let rule = lango_p2p::rules::canonical_rule(&rule).map_err(|e| anyhow!("{e}"))?;
                 // Stored first: a rule in effect that a restart would forget is worse than
