@@ -50,6 +50,8 @@ pub const DEFAULT_MAX_CONCURRENT: usize = 64;
 pub const DEFAULT_MAX_PER_PEER: usize = 4;
 /// Bound on incoming handshakes in progress from one remote IP address.
 pub const DEFAULT_MAX_PER_ADDR: usize = 16;
+/// Default ZK ownership proofs per minute for one remote peer ID.
+pub const DEFAULT_ZK_PROOFS_PER_PEER: u32 = 8;
 /// Default incoming handshake attempts per minute from one remote peer ID.
 pub const DEFAULT_ATTEMPTS_PER_PEER: u32 = 120;
 /// Default incoming handshake attempts per minute from one remote IP address.
@@ -86,6 +88,10 @@ pub struct HandshakeConfig {
     /// `p2p.handshakeAttemptsPerAddr`: incoming handshakes a remote IP address may start per
     /// minute. Zero means 1200.
     pub attempts_per_addr: u32,
+    /// ZK ownership proofs this responder makes per minute for one remote peer ID (each costs
+    /// tens of milliseconds of CPU; fresh DIDs are free). Past it the answer carries the
+    /// signature only. Zero means 8.
+    pub zk_proofs_per_peer: u32,
 }
 
 impl Default for HandshakeConfig {
@@ -101,6 +107,7 @@ impl Default for HandshakeConfig {
             max_per_addr: DEFAULT_MAX_PER_ADDR,
             attempts_per_peer: DEFAULT_ATTEMPTS_PER_PEER,
             attempts_per_addr: DEFAULT_ATTEMPTS_PER_ADDR,
+            zk_proofs_per_peer: DEFAULT_ZK_PROOFS_PER_PEER,
         }
     }
 }
@@ -253,6 +260,7 @@ struct Limits {
     approvals: HashSet<String>,
     attempts_peer: crate::hooks::Quota,
     attempts_addr: crate::hooks::Quota,
+    zk_proofs_peer: crate::hooks::Quota,
 }
 
 fn release(map: &mut HashMap<String, usize>, key: &str) {
@@ -750,6 +758,30 @@ impl Responder {
     ) -> Option<ZkProofFields> {
         let prover = self.zk_prover.as_ref()?;
         if !advertised.iter().any(|s| s == prover.scheme()) {
+            return None;
+        }
+        let per_minute = match self.config.zk_proofs_per_peer {
+            0 => DEFAULT_ZK_PROOFS_PER_PEER,
+            n => n,
+        };
+        let allowed = self
+            .limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .zk_proofs_peer
+            .take(
+                remote,
+                per_minute,
+                Duration::from_secs(60),
+                std::time::Instant::now(),
+            );
+        if !allowed {
+            tracing::warn!(
+                event = "zk_proof_throttled",
+                peer = remote,
+                per_minute,
+                "ZK proof budget of this peer ID spent; answering with the signature only"
+            );
             return None;
         }
         match prover.prove(inputs).await {

@@ -381,3 +381,38 @@ async fn the_bound_handshake_carries_the_proof_too() {
     task.await.unwrap().unwrap();
     assert!(mine.channel_bound && !mine.zk_verified);
 }
+
+/// Issue 17: proofs cost the responder CPU and DIDs cost an attacker nothing. One peer ID
+/// starting handshakes with many fresh DIDs gets at most the per-peer proof budget (8 a
+/// minute); the rest are answered with the signature only. Another peer ID still gets its
+/// proof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_dids_from_one_peer_get_only_its_proof_budget() {
+    let wr = wallet();
+    let p = zk_prover(&wr).await;
+    let (r, _) = responder(wr, Some(p));
+    let mut proved = 0;
+    for _ in 0..12 {
+        // A fresh DID each time, always from the same peer ID.
+        let (i, _) = initiator(wallet(), true);
+        let (mine, theirs) = exchange(&i, r.clone()).await;
+        let mine = mine.unwrap();
+        theirs.unwrap();
+        assert!(mine.authenticated, "{mine:?}");
+        if mine.zk_verified {
+            proved += 1;
+        }
+    }
+    assert_eq!(proved, 8, "proofs made for one peer ID");
+    // Another peer ID has its own budget.
+    let (i, _) = initiator(wallet(), true);
+    let (a, b) = pipe();
+    let other = "12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5nPdfmbBpVrwhkeebQe";
+    let task = tokio::spawn({
+        let r = r.clone();
+        async move { r.handle(b, &ctx(PEER_R, other)).await }
+    });
+    let mine = i.initiate(a, &ctx(other, PEER_R), None).await.unwrap();
+    task.await.unwrap().unwrap();
+    assert!(mine.zk_verified, "{mine:?}");
+}
