@@ -429,6 +429,9 @@ struct Caller<'a> {
     subject: &'a str,
     /// Whether the session authenticated its DID.
     authenticated: bool,
+    /// The bucket key of the stream's peer ID ([`crate::firewall::source_key`]): rate limits
+    /// hold per peer ID as well as per DID, so fresh DIDs buy no fresh tokens.
+    source: &'a str,
 }
 
 /// Prefix of the name under which an unauthenticated session's requests are checked.
@@ -547,11 +550,13 @@ impl Handler {
         // peer ID, which no DID rule names (only `*` rules apply), and no reputation is read
         // or written for the claimed DID.
         let anonymous;
+        let source = crate::firewall::source_key(remote_peer);
         let caller = if session.authenticated {
             Caller {
                 did: peer_did,
                 subject: peer_did,
                 authenticated: true,
+                source: &source,
             }
         } else {
             anonymous = unauthenticated_subject(remote_peer);
@@ -559,23 +564,33 @@ impl Handler {
                 did: peer_did,
                 subject: &anonymous,
                 authenticated: false,
+                source: &source,
             }
         };
+
         let subject = caller.subject;
+        let meta = || {
+            p.firewall
+                .check_meta(subject)
+                .and_then(|()| p.firewall.check_meta(&source))
+        };
         let empty = Map::new();
         let payload = req.payload.as_ref().unwrap_or(&empty);
         let response = match req.kind.as_str() {
             "tool_invoke" => self.invoke(id, &caller, payload, false).await,
             "tool_invoke_paid" => self.invoke(id, &caller, payload, true).await,
-            "price_query" => self.price(id, subject, payload).await,
-            "agent_card" => match p.firewall.check_meta(subject) {
+            "price_query" => match p.firewall.check_meta(&source) {
+                Err(d) => Response::failure(id, Status::Denied, d.message()),
+                Ok(()) => self.price(id, subject, payload).await,
+            },
+            "agent_card" => match meta() {
                 Err(d) => Response::failure(id, Status::Denied, d.message()),
                 Ok(()) => match &p.card {
                     Some(card) => self.filtered_ok(id, card.clone()),
                     None => Response::failure(id, Status::Error, text::NO_CARD),
                 },
             },
-            "capability_query" => match p.firewall.check_meta(subject) {
+            "capability_query" => match meta() {
                 Err(d) => Response::failure(id, Status::Denied, d.message()),
                 Ok(()) => {
                     let filter = payload_str(payload, "filter").unwrap_or("");
@@ -693,7 +708,11 @@ impl Handler {
         } else {
             Ok(None)
         };
-        if let Err(d) = p.firewall.check_with(subject, tool, &standing) {
+        if let Err(d) = p
+            .firewall
+            .check_source(caller.source)
+            .and_then(|()| p.firewall.check_with(subject, tool, &standing))
+        {
             return Response::failure(id, Status::Denied, d.message());
         }
         if !p.registry.is_worker_safe(tool) {
@@ -768,7 +787,11 @@ impl Handler {
                 self.record(caller, Outcome::Success).await;
                 let mut response = self.filtered_ok(id, Value::Object(out));
                 let attest = match (&p.attester, &response.result) {
-                    (Some(attester), Some(result)) => match p.firewall.check_attest(subject) {
+                    (Some(attester), Some(result)) => match p
+                        .firewall
+                        .check_attest(subject)
+                        .and_then(|()| p.firewall.check_attest(caller.source))
+                    {
                         Ok(()) => Some((attester, result)),
                         Err(d) => {
                             tracing::warn!(event = "attestation_rate_limited", peer_did,

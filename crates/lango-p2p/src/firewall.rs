@@ -469,6 +469,12 @@ impl Default for FirewallConfig {
     }
 }
 
+/// The bucket key of a remote peer ID, next to the DID keys (`peer:<peer-id>`; never a DID,
+/// so no rule names it).
+pub fn source_key(remote_peer: &str) -> String {
+    format!("peer:{remote_peer}")
+}
+
 /// A token bucket of capacity N refilled at N tokens per minute.
 #[derive(Debug, Clone)]
 struct Bucket {
@@ -725,6 +731,21 @@ impl Firewall {
             reputation.trust_score(peer_did).map_err(|e| e.to_string()),
         )?;
         self.acl(peer_did, tool)
+    }
+
+    /// Takes one token from the `"*"` limit's bucket of `source`, the remote peer ID a
+    /// request came from (see [`source_key`]). The per-DID buckets alone let one peer ID
+    /// minting fresh DIDs get a full bucket per DID (issue 17); every tool call takes a token
+    /// from its DID's bucket and from its peer ID's.
+    pub fn check_source(&self, source: &str) -> Result<(), Denial> {
+        let now = self.clock.now();
+        let mut state = lock(&self.state);
+        if let Some(rate) = state.wildcard_rate
+            && !state.wildcard.take(source, rate, now)
+        {
+            return Err(Denial::peer_rate(source));
+        }
+        Ok(())
     }
 
     /// Checks a `price_query`: a token from the meta bucket, the reputation gate

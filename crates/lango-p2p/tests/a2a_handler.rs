@@ -936,3 +936,80 @@ async fn a_session_outliving_its_dids_revocation_serves_nothing() {
     assert_eq!(f.exec.calls.load(Ordering::SeqCst), 1, "the tool ran again");
     assert!(f.sessions.get(&f.did).is_none(), "the session lives on");
 }
+
+/// Issue 17: a `*` rule's rate limit holds per peer ID as well as per DID. One peer with many
+/// fresh DIDs (each its own session) gets no more calls than one DID would.
+#[tokio::test]
+async fn fresh_dids_from_one_peer_share_its_rate_limit() {
+    let f = fixture(Opts {
+        rules: vec![Rule {
+            rate_limit: 5,
+            ..Rule::allow("*", ["search_web"])
+        }],
+        ..Default::default()
+    });
+    let mut ok = 0;
+    for n in 20..32u8 {
+        let d = did(n);
+        let issued = f
+            .sessions
+            .create(NewSession {
+                peer_did: &d,
+                peer_id: PEER,
+                protocol: "/lango/handshake/1.2.0-bound",
+                role: Role::Responder,
+                authenticated: true,
+                channel_bound: true,
+                zk_verified: false,
+                remote_ip: None,
+            })
+            .unwrap();
+        let r = f
+            .handler
+            .handle(
+                PEER,
+                &Request {
+                    kind: "tool_invoke".into(),
+                    session_token: issued.token.expose().to_owned(),
+                    request_id: format!("req-{n}"),
+                    payload: json!({"toolName": "search_web"}).as_object().cloned(),
+                },
+            )
+            .await;
+        if r.status == Status::Ok {
+            ok += 1;
+        } else {
+            assert!(r.error.contains("rate limit"), "{}", r.error);
+        }
+    }
+    assert_eq!(ok, 5, "calls served to one peer ID across 12 fresh DIDs");
+    // Another peer ID has its own bucket.
+    let other = "12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5nPdfmbBpVrwhkeebQe";
+    let d = did(40);
+    let issued = f
+        .sessions
+        .create(NewSession {
+            peer_did: &d,
+            peer_id: other,
+            protocol: "/lango/handshake/1.2.0-bound",
+            role: Role::Responder,
+            authenticated: true,
+            channel_bound: true,
+            zk_verified: false,
+            remote_ip: None,
+        })
+        .unwrap();
+    let r = f
+        .handler
+        .handle(
+            other,
+            &Request {
+                kind: "tool_invoke".into(),
+                session_token: issued.token.expose().to_owned(),
+                request_id: "req-other".into(),
+                payload: json!({"toolName": "search_web"}).as_object().cloned(),
+            },
+        )
+        .await;
+    assert_eq!(r.status, Status::Ok, "{}", r.error);
+}
