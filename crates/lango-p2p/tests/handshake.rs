@@ -4,11 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+use common::Peer;
 
 use std::{sync::Arc, time::Duration};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use lango_crypto::wallet::WalletKey;
 use lango_handshake::{
     Error as HsError,
     clock::{Clock, SystemClock},
@@ -21,83 +21,14 @@ use lango_handshake::{
 };
 use lango_p2p::{
     Error,
-    auth::{PeerAuth, PeerAuthOptions},
-    config::{A2aConfig, GoDuration, P2pConfig},
-    identity::KeyStorage,
-    node::{self, NodeHandle, NodeOptions},
-    pins::Pins,
-    revocation::Revocations,
+    auth::PeerAuth,
+    config::{GoDuration, P2pConfig},
 };
 use lango_session::{SessionConfig, SessionStore};
 use libp2p::{PeerId, StreamProtocol};
 
-struct Peer {
-    node: NodeHandle,
-    wallet: Arc<WalletKey>,
-    db: lango_store::Database,
-    revocations: Revocations,
-    _dir: tempfile::TempDir,
-}
-
+/// Methods only the negotiation tests need.
 impl Peer {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = common::plain_db(dir.path()).await;
-        let revocations = Revocations::load(db.pool().clone(), &[]).await.unwrap();
-        let wallet = Arc::new(WalletKey::generate().unwrap());
-        let node = node::start(NodeOptions {
-            p2p: P2pConfig {
-                listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".into()],
-                gossip_interval: GoDuration::secs(1),
-                ..P2pConfig::default()
-            },
-            a2a: A2aConfig::default(),
-            keypair: libp2p::identity::Keypair::generate_ed25519(),
-            key_storage: KeyStorage::SecretsStore,
-            wallet: Some(wallet.clone()),
-            revocations: revocations.clone(),
-            credentials: Vec::new(),
-        })
-        .await
-        .unwrap();
-        Self {
-            node,
-            wallet,
-            db,
-            revocations,
-            _dir: dir,
-        }
-    }
-
-    fn did(&self) -> String {
-        self.wallet.did().as_str().to_owned()
-    }
-
-    async fn auth(&self, config: P2pConfig) -> PeerAuth {
-        let sessions = SessionStore::new(&config.session_config()).unwrap();
-        PeerAuth::start(
-            &self.node,
-            PeerAuthOptions {
-                config,
-                wallet: self.wallet.clone(),
-                sessions,
-                revocations: self.revocations.clone(),
-                reputation: None,
-                pins: Pins::load(self.db.pool().clone()).await.unwrap(),
-                zk: None,
-            },
-        )
-        .unwrap()
-    }
-
-    async fn dial(&self, other: &Peer) {
-        let status = other.node.status().await.unwrap();
-        let addr = format!("{}/p2p/{}", status.listen_addrs[0], status.peer_id)
-            .parse()
-            .unwrap();
-        assert_eq!(self.node.connect(addr).await.unwrap(), other.node.peer_id());
-    }
-
     /// A bare responder for `protocols` on this node (no PeerAuth): a peer that speaks only
     /// some of the handshake IDs.
     fn serve_only(&self, protocols: &[Protocol]) -> SessionStore {

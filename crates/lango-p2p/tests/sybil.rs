@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+use common::Peer;
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,90 +20,9 @@ use lango_handshake::{
     v12,
     wire::{MessageReader, write_message},
 };
-use lango_p2p::{
-    auth::{PeerAuth, PeerAuthOptions},
-    config::{A2aConfig, GoDuration, P2pConfig},
-    identity::KeyStorage,
-    node::{self, NodeHandle, NodeOptions},
-    pins::Pins,
-    revocation::Revocations,
-};
+use lango_p2p::{config::P2pConfig, pins::Pins};
 use lango_session::{SessionConfig, SessionStore};
 use libp2p::{PeerId, StreamProtocol};
-
-struct Peer {
-    node: NodeHandle,
-    wallet: Arc<WalletKey>,
-    db: lango_store::Database,
-    revocations: Revocations,
-    _dir: tempfile::TempDir,
-}
-
-impl Peer {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = common::plain_db(dir.path()).await;
-        let revocations = Revocations::load(db.pool().clone(), &[]).await.unwrap();
-        let wallet = Arc::new(WalletKey::generate().unwrap());
-        let node = node::start(NodeOptions {
-            p2p: P2pConfig {
-                listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".into()],
-                gossip_interval: GoDuration::secs(1),
-                ..P2pConfig::default()
-            },
-            a2a: A2aConfig::default(),
-            keypair: libp2p::identity::Keypair::generate_ed25519(),
-            key_storage: KeyStorage::SecretsStore,
-            wallet: Some(wallet.clone()),
-            revocations: revocations.clone(),
-            credentials: Vec::new(),
-        })
-        .await
-        .unwrap();
-        Self {
-            node,
-            wallet,
-            db,
-            revocations,
-            _dir: dir,
-        }
-    }
-
-    fn did(&self) -> String {
-        self.wallet.did().as_str().to_owned()
-    }
-
-    async fn auth_with(&self, config: P2pConfig, sessions: SessionStore, pins: Pins) -> PeerAuth {
-        PeerAuth::start(
-            &self.node,
-            PeerAuthOptions {
-                config,
-                wallet: self.wallet.clone(),
-                sessions,
-                revocations: self.revocations.clone(),
-                reputation: None,
-                pins,
-                zk: None,
-            },
-        )
-        .unwrap()
-    }
-
-    async fn auth(&self) -> PeerAuth {
-        let config = P2pConfig::default();
-        let sessions = SessionStore::new(&config.session_config()).unwrap();
-        let pins = Pins::load(self.db.pool().clone()).await.unwrap();
-        self.auth_with(config, sessions, pins).await
-    }
-
-    async fn dial(&self, other: &Peer) {
-        let status = other.node.status().await.unwrap();
-        let addr = format!("{}/p2p/{}", status.listen_addrs[0], status.peer_id)
-            .parse()
-            .unwrap();
-        assert_eq!(self.node.connect(addr).await.unwrap(), other.node.peer_id());
-    }
-}
 
 /// A config whose handshake-attempt rate does not stop the flood first, so the defence under
 /// test is the one that has to hold.
@@ -271,7 +191,7 @@ async fn fresh_dids_from_one_peer_cannot_flush_the_victims_downgrade_pin() {
         .build()
         .unwrap();
     let auth_node = node.auth_with(config, sessions, pins).await;
-    let auth_victim = victim.auth().await;
+    let auth_victim = victim.auth(P2pConfig::default()).await;
     victim.dial(&node).await;
     auth_victim
         .handshake(node.node.peer_id(), None)
@@ -357,7 +277,7 @@ async fn fresh_dids_from_one_peer_cannot_fill_the_session_store() {
     );
 
     // Another peer still gets a session …
-    let auth_other = other.auth().await;
+    let auth_other = other.auth(P2pConfig::default()).await;
     other.dial(&node).await;
     auth_other
         .handshake(node.node.peer_id(), None)
@@ -365,7 +285,7 @@ async fn fresh_dids_from_one_peer_cannot_fill_the_session_store() {
         .expect("another peer is admitted after the flood");
     assert!(auth_node.sessions().get(&other.did()).is_some());
     // … and so does this node's own outgoing handshake (`p2p connect`).
-    let _auth_outgoing = outgoing.auth().await;
+    let _auth_outgoing = outgoing.auth(P2pConfig::default()).await;
     node.dial(&outgoing).await;
     let s = auth_node
         .handshake(outgoing.node.peer_id(), None)
