@@ -256,5 +256,9 @@ mod tests {
         let after = Pins::load(database.pool().clone()).await.unwrap();
         assert!(!after.is_did_pinned("did:lango:aa") && !after.is_peer_pinned("12D3KooWPeer"));
         assert!(!after.unpin("did:lango:aa").await.unwrap());
+        // Each load started a background writer holding the pool; close every connection
+        // before the runtime and the process go away (SQLCipher threads still closing at
+        // exit crashed the test process once, after the test had passed).
+        database.pool().close().await;
     }
 }
